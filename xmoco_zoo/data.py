@@ -1,0 +1,247 @@
+"""Datasets: Fashion-MNIST from its IDX files, ImageFolder (ImageNet layout) and a synthetic set for tests.
+
+Every dataset yields ``(uint8 image tensor (C, H, W), label)``. :class:`TwoViewDataset` wraps one for
+pretraining and seeds each sample's augmentation from (seed, epoch, index), so the views do not depend
+on the number of loader workers or processes and a resumed run sees the same views as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+_FMNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The data is not where the config says; the message lists where we looked and how to get it."""
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped) into a numpy array."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ValueError(f"{path} is not an IDX file (bad magic number)")
+    dtype_code, ndim = data[2], data[3]
+    if dtype_code != 0x08:
+        raise ValueError(f"{path}: IDX type 0x{dtype_code:02x} is not unsigned byte")
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(shape)):
+        raise ValueError(f"{path} is truncated: expected {int(np.prod(shape))} values, found {arr.size}")
+    return arr.reshape(shape)
+
+
+def _fmnist_candidates(root: str | None) -> list[Path]:
+    c: list[Path] = []
+    if root:
+        c += [Path(root), Path(root) / "fashion-mnist", Path(root) / "FashionMNIST" / "raw"]
+    if os.environ.get("XMOCO_DATA"):
+        d = Path(os.environ["XMOCO_DATA"])
+        c += [d, d / "fashion-mnist", d / "FashionMNIST" / "raw"]
+    c += [Path(DEBIAN_FASHION_MNIST), _download_dir() / "FashionMNIST" / "raw"]
+    return c
+
+
+def _download_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "xmoco_zoo"
+
+
+def _find_file(folder: Path, stem: str) -> Path | None:
+    for name in (stem + ".gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def find_fashion_mnist(root: str | None = None, download: bool = False) -> Path:
+    """The folder holding Fashion-MNIST's four IDX files."""
+    looked = _fmnist_candidates(root)
+    stems = [s for pair in _FMNIST_FILES.values() for s in pair]
+    for folder in looked:
+        if all(_find_file(folder, s) for s in stems):
+            return folder
+    if download:
+        from torchvision.datasets import FashionMNIST
+
+        for train in (True, False):
+            FashionMNIST(str(_download_dir()), train=train, download=True)
+        return _download_dir() / "FashionMNIST" / "raw"
+    raise DatasetNotFoundError(
+        "Fashion-MNIST not found. Looked for train-images-idx3-ubyte(.gz) and the other IDX files in:\n  "
+        + "\n  ".join(str(p) for p in dict.fromkeys(looked))
+        + "\nGet it with one of:\n"
+        "  sudo apt-get install dataset-fashion-mnist   (Debian/Ubuntu: installs to /usr/share/datasets/fashion-mnist)\n"
+        "  data.download=true                            (downloads through torchvision, needs internet)\n"
+        "  data.root=/path/to/folder or XMOCO_DATA=/path (a folder with the four IDX .gz files)"
+    )
+
+
+class TensorImageDataset(Dataset):
+    """Images held in memory as a uint8 tensor (N, C, H, W), with integer labels."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...] | None = None) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        self.images, self.labels = images, labels.long()
+        self.classes = classes or tuple(str(i) for i in range(int(labels.max()) + 1))
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i], int(self.labels[i])
+
+
+def fashion_mnist(split: str = "train", root: str | None = None, download: bool = False, channels: int = 1) -> TensorImageDataset:
+    """Fashion-MNIST (60k train / 10k test, 28×28 grayscale). ``channels=3`` replicates the channel."""
+    if split not in _FMNIST_FILES:
+        raise ValueError(f"Fashion-MNIST split {split!r}: use 'train' or 'test'")
+    folder = find_fashion_mnist(root, download)
+    img_stem, lbl_stem = _FMNIST_FILES[split]
+    images = torch.from_numpy(read_idx(_find_file(folder, img_stem)).copy()).unsqueeze(1)
+    labels = torch.from_numpy(read_idx(_find_file(folder, lbl_stem)).astype(np.int64))
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"Fashion-MNIST {split}: {images.shape[0]} images but {labels.shape[0]} labels in {folder}")
+    if channels == 3:
+        images = images.expand(-1, 3, -1, -1).contiguous()
+    elif channels != 1:
+        raise ValueError(f"Fashion-MNIST is grayscale: in_chans must be 1 or 3, got {channels}")
+    return TensorImageDataset(images, labels, FASHION_MNIST_CLASSES)
+
+
+def synthetic(split: str = "train", size: int = 512, num_classes: int = 10, image_size: int = 32, channels: int = 3, seed: int = 0) -> TensorImageDataset:
+    """Class-structured random images for tests: each class has its own smooth pattern plus noise.
+
+    The train and test splits draw different samples of the same class patterns.
+    """
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.rand(num_classes, channels, 4, 4, generator=g)
+    protos = torch.nn.functional.interpolate(protos, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    g_split = torch.Generator().manual_seed(seed * 2 + (1 if split == "test" else 0) + 1000)
+    labels = torch.arange(size) % num_classes
+    labels = labels[torch.randperm(size, generator=g_split)]
+    noise = torch.rand(size, channels, image_size, image_size, generator=g_split)
+    images = (0.7 * protos[labels] + 0.3 * noise).mul(255).round().clamp(0, 255).to(torch.uint8)
+    return TensorImageDataset(images, labels)
+
+
+def image_folder(root: str | Path) -> Dataset:
+    """An ImageNet-layout folder (``root/<class>/<image>``), decoded to uint8 RGB tensors."""
+    from torchvision.datasets import ImageFolder
+    from torchvision.io import ImageReadMode, decode_image
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetNotFoundError(
+            f"image folder {root} does not exist: point data.root at a folder with train/ (and val/) in "
+            "ImageNet layout: <split>/<class>/<image>.jpg"
+        )
+
+    def load(path: str) -> torch.Tensor:
+        return decode_image(path, mode=ImageReadMode.RGB)
+
+    return ImageFolder(str(root), loader=load)
+
+
+class TwoViewDataset(Dataset):
+    """Pretraining view of a labelled dataset: ``((view1, view2), label)`` with per-sample seeded augmentation."""
+
+    def __init__(self, base: Dataset, views: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], seed: int = 0) -> None:
+        self.base, self.views, self.seed, self.epoch = base, views, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
+        img, label = self.base[i]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + i)
+            return self.views(img), label
+
+
+class TransformDataset(Dataset):
+    """Apply a deterministic transform to a labelled dataset (evaluation)."""
+
+    def __init__(self, base: Dataset, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img, label = self.base[i]
+        return self.transform(img), label
+
+
+class EpochSampler(Sampler[int]):
+    """A shuffled order that depends only on (seed, epoch): resuming at an epoch boundary replays it exactly."""
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True) -> None:
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        if not self.shuffle:
+            return iter(range(self.n))
+        g = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+def labelled_splits(cfg, channels: int) -> tuple[Dataset, Dataset | None]:
+    """The (train, test) labelled splits of the configured dataset; test is None when there is none.
+
+    ``cfg`` is a :class:`xmoco_zoo.config.Config`. Pretraining uses the train split's images only.
+    """
+    d = cfg.data
+    if d.dataset == "fashion_mnist":
+        return (
+            fashion_mnist("train", d.root, d.download, channels),
+            fashion_mnist("test", d.root, d.download, channels),
+        )
+    if d.dataset == "synthetic":
+        kw = dict(size=d.synthetic_size, num_classes=d.synthetic_classes, image_size=d.synthetic_image_size, channels=channels, seed=cfg.train.seed)
+        return synthetic("train", **kw), synthetic("test", size=max(d.synthetic_size // 4, d.synthetic_classes), **{k: v for k, v in kw.items() if k != "size"})
+    if d.dataset == "imagefolder":
+        if not d.root:
+            raise DatasetNotFoundError("data.dataset=imagefolder needs data.root=/path/with/train (and val) folders")
+        root = Path(d.root)
+        train_dir = root / "train" if (root / "train").is_dir() else root
+        val_dir = root / "val"
+        if channels != 3:
+            raise ValueError("imagefolder data is decoded as RGB: use model.kwargs.in_chans=3")
+        return image_folder(train_dir), (image_folder(val_dir) if val_dir.is_dir() else None)
+    raise ValueError(f"unknown data.dataset {d.dataset!r}")
+
+
+def subset(ds: Dataset, n: int | None, seed: int = 0) -> Dataset:
+    """A fixed random subset of ``n`` samples (the whole set when n is None or >= len)."""
+    if n is None or n >= len(ds):
+        return ds
+    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].tolist()
+    return torch.utils.data.Subset(ds, idx)

@@ -1,0 +1,65 @@
+"""A CSV tracker for Accelerate (long format: step, key, value) and config flattening for trackers."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from accelerate.tracking import GeneralTracker, on_main_process
+
+
+class CSVTracker(GeneralTracker):
+    """Appends every logged value to ``<dir>/metrics.csv`` as ``step,key,value`` rows."""
+
+    name = "csv"
+    requires_logging_directory = False
+    main_process_only = True
+
+    @on_main_process
+    def __init__(self, run_name: str, logging_dir: str | Path) -> None:
+        super().__init__()
+        self.run_name = run_name
+        self.path = Path(logging_dir) / "metrics.csv"
+
+    @property
+    def tracker(self):
+        return self.path
+
+    @on_main_process
+    def store_init_configuration(self, values: dict) -> None:
+        pass  # the resolved config is written as config.yaml beside the checkpoints
+
+    @on_main_process
+    def log(self, values: dict, step: int | None = None, **kwargs) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists()
+        with self.path.open("a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["step", "key", "value"])
+            for k, v in values.items():
+                w.writerow([step, k, float(v)])
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config → flat ``a.b`` keys with scalar values (lists and dicts as strings), for trackers."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and prefix.count(".") < 1 and k != "kwargs":
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, (int, float, str, bool)):
+            out[key] = v
+        else:
+            out[key] = str(v)
+    return out
+
+
+def read_metrics(path: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """metrics.csv → {key: [(step, value), ...]}."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    with Path(path).open() as f:
+        for row in csv.DictReader(f):
+            series.setdefault(row["key"], []).append((int(row["step"]), float(row["value"])))
+    return series

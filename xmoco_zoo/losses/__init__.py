@@ -1,0 +1,5 @@
+"""Losses as small pure functions over L2-normalised embeddings and their similarity products."""
+
+from .infonce import contrastive_loss, info_nce, info_nce_from_sims
+
+__all__ = ["info_nce", "info_nce_from_sims", "contrastive_loss"]

@@ -1,0 +1,144 @@
+"""The momentum (key) encoder, the key queue and MoCo's one-process shuffle-BN emulation."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MomentumEncoder(nn.Module):
+    """An online module and a frozen copy that follows it by exponential moving average.
+
+    ``update(m)`` does θk ← m·θk + (1−m)·θq as one foreach lerp over the parameters. The copy keeps its
+    own buffers (BatchNorm running statistics), as in MoCo.
+    """
+
+    def __init__(self, online: nn.Module) -> None:
+        super().__init__()
+        self.online = online
+        self.momentum = copy.deepcopy(online).requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, m: float) -> None:
+        online = [p.detach() for p in self.online.parameters()]
+        target = list(self.momentum.parameters())
+        torch._foreach_lerp_(target, online, 1.0 - m)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.online(x)
+
+    @torch.no_grad()
+    def forward_momentum(self, x: torch.Tensor) -> torch.Tensor:
+        return self.momentum(x)
+
+
+class KeyQueue(nn.Module):
+    """A FIFO of L2-normalised keys, shape (K, D), saved with the model's state_dict.
+
+    Keys are written at ``ptr`` and wrap around; the batch size need not divide K.
+    """
+
+    def __init__(self, size: int, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("queue", F.normalize(torch.randn(size, dim), dim=1))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+
+    @property
+    def size(self) -> int:
+        return self.queue.shape[0]
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Write ``keys`` (B, D) after the newest entry. With B > K only the last K keys are kept."""
+        keys = keys.detach()[-self.size :].to(self.queue.dtype)
+        idx = (self.ptr + torch.arange(keys.shape[0], device=self.queue.device)) % self.size
+        self.queue.index_copy_(0, idx, keys)
+        self.ptr.add_(keys.shape[0]).remainder_(self.size)
+
+
+class SplitBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm that normalises a batch in ``num_splits`` groups (MoCo's one-process shuffle-BN emulation).
+
+    Sample ``n`` of a batch falls in group ``n % num_splits`` (see :func:`split_group_of`). In eval mode
+    it is a plain BatchNorm2d; the running statistics are the mean over the groups.
+    """
+
+    def __init__(self, num_features: int, num_splits: int, **kwargs) -> None:
+        super().__init__(num_features, **kwargs)
+        self.num_splits = num_splits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.num_splits == 1:
+            return super().forward(x)
+        n, c, h, w = x.shape
+        s = self.num_splits
+        if n % s:
+            raise ValueError(
+                f"split BN: batch {n} is not divisible by method.bn_splits={s}; use a batch size that is a "
+                "multiple of bn_splits (the training loader drops the last short batch)"
+            )
+        mean = self.running_mean.repeat(s)
+        var = self.running_var.repeat(s)
+        out = F.batch_norm(
+            x.reshape(n // s, c * s, h, w),
+            mean,
+            var,
+            self.weight.repeat(s) if self.weight is not None else None,
+            self.bias.repeat(s) if self.bias is not None else None,
+            True,
+            self.momentum if self.momentum is not None else 0.1,
+            self.eps,
+        )
+        with torch.no_grad():
+            self.running_mean.copy_(mean.view(s, c).mean(0))
+            self.running_var.copy_(var.view(s, c).mean(0))
+            self.num_batches_tracked.add_(1)
+        return out.reshape(n, c, h, w)
+
+
+def split_group_of(position: torch.Tensor, num_splits: int) -> torch.Tensor:
+    """The split-BN group of each batch position."""
+    return position % num_splits
+
+
+def convert_split_bn(module: nn.Module, num_splits: int) -> nn.Module:
+    """Replace every BatchNorm2d in ``module`` by a SplitBatchNorm2d, keeping parameters and buffers."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d) and not isinstance(child, SplitBatchNorm2d):
+            new = SplitBatchNorm2d(
+                child.num_features, num_splits, eps=child.eps, momentum=child.momentum, affine=child.affine
+            )
+            new.load_state_dict(child.state_dict())
+            setattr(module, name, new)
+        else:
+            convert_split_bn(child, num_splits)
+    return module
+
+
+def split_bn_permutation(n: int, num_splits: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A key-batch order under which no key lands in its query's split-BN group.
+
+    ``perm[j]`` is the sample placed at key position ``j``. Query group g (the samples at positions
+    p with p % S == g) is dealt out over the S−1 other groups, in near-equal parts and in random order,
+    so each key is normalised with samples that mostly did not share its query's statistics. With S=2 the
+    two groups can only swap.
+    """
+    s = num_splits
+    if s < 2:
+        return torch.randperm(n, generator=generator)
+    if n % s:
+        raise ValueError(f"split BN: batch {n} is not divisible by method.bn_splits={s}")
+    g = n // s
+    members = [torch.arange(k, n, s)[torch.randperm(g, generator=generator)] for k in range(s)]
+    sizes = [g // (s - 1) + (1 if d < g % (s - 1) else 0) for d in range(s - 1)]
+    key_groups: list[list[torch.Tensor]] = [[] for _ in range(s)]
+    for k in range(s):
+        parts = torch.split(members[k], sizes)
+        for d, part in enumerate(parts, start=1):
+            key_groups[(k + d) % s].append(part)
+    slots = [torch.cat(parts)[torch.randperm(g, generator=generator)] for parts in key_groups]
+    # key position j = slot t of group j % s at row t = j // s
+    return torch.stack(slots, dim=1).reshape(-1)
