@@ -8,7 +8,9 @@ from .conftest import ROOT
 def test_method_defaults_then_file_then_overrides():
     cfg = load_config(None, ["method.name=mocov3"])
     assert cfg.method.temperature == 1.0 and cfg.train.optimizer == "lars" and cfg.aug.blur_p == [1.0, 0.1]
-    cfg = load_config(ROOT / "recipes/configs/mocov2_fmnist.yaml", ["train.epochs=7", "model.kwargs={in_chans: 1}"])
+    cfg = load_config(
+        ROOT / "recipes/configs/mocov2_fmnist.yaml", ["train.epochs=7", "model.kwargs={in_chans: 1}"]
+    )
     assert cfg.train.epochs == 7 and cfg.method.name == "mocov2" and cfg.model.kwargs == {"in_chans": 1}
     assert cfg.method.momentum_schedule == "constant"  # from mocov2's registered defaults
 

@@ -82,7 +82,20 @@ def test_grayscale_views_and_eval_transform():
     v1, v2 = TwoViews(cfg, 1)(img)
     assert v1.shape == v2.shape == (1, 32, 32) and v1.dtype == torch.float32
     e = eval_transform(cfg, 1)(img)
-    torch.testing.assert_close(e.mean(), ((torch.nn.functional.interpolate(img[None].float() / 255, size=32, mode="bilinear", antialias=True) - 0.5) / 0.25).mean(), atol=0.05, rtol=0)
+    torch.testing.assert_close(
+        e.mean(),
+        (
+            (
+                torch.nn.functional.interpolate(
+                    img[None].float() / 255, size=32, mode="bilinear", antialias=True
+                )
+                - 0.5
+            )
+            / 0.25
+        ).mean(),
+        atol=0.05,
+        rtol=0,
+    )
     with pytest.raises(ValueError, match="3-channel"):
         TwoViews(AugConfig(mean=[0.1, 0.2]), 3)
 

@@ -18,7 +18,11 @@ def _views(n=8, c=3, size=32, seed=0):
 
 
 def _small(name):
-    return dict(queue_size=64, bn_splits=4) if name.startswith("mocov2") else dict(hidden_dim=64, pred_hidden_dim=64)
+    return (
+        dict(queue_size=64, bn_splits=4)
+        if name.startswith("mocov2")
+        else dict(hidden_dim=64, pred_hidden_dim=64)
+    )
 
 
 def test_registry_lists_methods_with_defaults():
@@ -43,7 +47,9 @@ def test_every_method_runs_forward_backward(name, backbone):
     assert all(k == "loss" or not k.startswith("loss") or torch.isfinite(v) for k, v in out.items())
     out["loss"].backward()
     online = [p for n, p in model.named_parameters() if p.requires_grad]
-    assert online and all(p.grad is not None for p in online if p.ndim > 0), "every online parameter gets a gradient"
+    assert online and all(p.grad is not None for p in online if p.ndim > 0), (
+        "every online parameter gets a gradient"
+    )
     momentum = [p for n, p in model.named_parameters() if ".momentum." in f".{n}"]
     assert momentum and all(p.grad is None and not p.requires_grad for p in momentum)
     assert model.backbone(x1).shape[1] == model.backbone.num_features
@@ -61,7 +67,9 @@ def test_optimizer_holds_no_momentum_parameter(name):
 
 def _fixed_queue_loss(model, x1, x2):
     """Loss on a fixed batch against a fixed queue (the queue is put back after the forward)."""
-    saved = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("queue.") or ".momentum." in k}
+    saved = {
+        k: v.clone() for k, v in model.state_dict().items() if k.startswith("queue.") or ".momentum." in k
+    }
     torch.manual_seed(123)
     with torch.no_grad():
         loss = model(x1, x2, momentum=1.0)["loss"].item()
@@ -95,8 +103,17 @@ def test_symmetric_mocov2_enqueues_both_views():
 
 
 def test_mocov3_vit_options_freeze_patch_projection_and_fix_position_embedding():
-    model = create_method("mocov3", "test_vit", dict(img_size=32, patch_size=8), hidden_dim=64, pred_hidden_dim=64,
-                          freeze_patch_embed=True, fixed_pos_embed=True, proj_layers=3, pred_last_bn=True)
+    model = create_method(
+        "mocov3",
+        "test_vit",
+        dict(img_size=32, patch_size=8),
+        hidden_dim=64,
+        pred_hidden_dim=64,
+        freeze_patch_embed=True,
+        fixed_pos_embed=True,
+        proj_layers=3,
+        pred_last_bn=True,
+    )
     b = model.backbone
     assert not b.patch_embed.proj.weight.requires_grad and not b.pos_embed.requires_grad
     assert torch.all(b.pos_embed[0, 0] == 0), "class token position is zero"

@@ -100,7 +100,14 @@ def test_split_bn_matches_per_group_batchnorm():
         xs = x[gi::4]
         mean = xs.mean((0, 2, 3), keepdim=True)
         var = xs.var((0, 2, 3), unbiased=False, keepdim=True)
-        ref = (xs - mean) / torch.sqrt(var + split.eps) * split.weight.view(1, -1, 1, 1) + split.bias.view(1, -1, 1, 1)
+        ref = (xs - mean) / torch.sqrt(var + split.eps) * split.weight.view(1, -1, 1, 1) + split.bias.view(
+            1, -1, 1, 1
+        )
         torch.testing.assert_close(out[gi::4], ref, atol=1e-5, rtol=1e-5)
     split.eval()
-    torch.testing.assert_close(split(x), nn.functional.batch_norm(x, split.running_mean, split.running_var, split.weight, split.bias, False, 0.0, split.eps))
+    torch.testing.assert_close(
+        split(x),
+        nn.functional.batch_norm(
+            x, split.running_mean, split.running_var, split.weight, split.bias, False, 0.0, split.eps
+        ),
+    )

@@ -19,8 +19,16 @@ def _ckpt(out, epoch):
 
 def test_pretrain_logs_checkpoints_and_exports_a_timm_model(tmp_path, tiny_args):
     out = tmp_path / "run"
-    run_pretrain(*tiny_args, f"train.output_dir={out}", "train.epochs=3", "train.keep_checkpoints=2", "knn.at_start=true")
-    assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["epoch_0002", "epoch_0003"], "last N kept"
+    run_pretrain(
+        *tiny_args,
+        f"train.output_dir={out}",
+        "train.epochs=3",
+        "train.keep_checkpoints=2",
+        "knn.at_start=true",
+    )
+    assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["epoch_0002", "epoch_0003"], (
+        "last N kept"
+    )
     assert (out / "config.yaml").is_file()
     series = read_metrics(out / "metrics.csv")
     for key in ("train/loss", "train/loss_nce", "train/acc1", "train/lr", "train/momentum", "eval/knn_top1"):
@@ -34,12 +42,16 @@ def test_pretrain_logs_checkpoints_and_exports_a_timm_model(tmp_path, tiny_args)
     state = load_file(str(_ckpt(out, 3) / "model.safetensors"))
     prefix = "encoder.online.backbone."
     ref = timm.create_model("test_resnet", num_classes=0)
-    ref.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    ref.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
     x = torch.randn(4, 3, 32, 32)
     torch.testing.assert_close(model(x), ref.eval()(x), rtol=0, atol=0)
     cfg = json.loads((out / "backbone" / "config.json").read_text())
     assert cfg["num_classes"] == 0 and cfg["pretrained_cfg"]["num_classes"] == 0
-    assert cfg["pretrained_cfg"]["tag"] == "mocov2_synthetic" and cfg["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    assert cfg["pretrained_cfg"]["tag"] == "mocov2_synthetic" and cfg["pretrained_cfg"]["input_size"] == [
+        3,
+        32,
+        32,
+    ]
     head = timm.create_model(f"local-dir:{out / 'backbone'}", pretrained=True, num_classes=10)
     assert head(x).shape == (4, 10)
 
@@ -57,7 +69,10 @@ def test_resume_after_epoch_one_matches_an_uninterrupted_run_bitwise(tmp_path, t
     run_pretrain(*args, f"train.output_dir={split}", "train.stop_after_epoch=1")
     assert not _ckpt(split, 2).exists() and not (split / "backbone").exists() or True
     run_pretrain(*args, f"train.output_dir={split}", "data.num_workers=2", "--resume")
-    a, b = load_file(str(_ckpt(full, 2) / "model.safetensors")), load_file(str(_ckpt(split, 2) / "model.safetensors"))
+    a, b = (
+        load_file(str(_ckpt(full, 2) / "model.safetensors")),
+        load_file(str(_ckpt(split, 2) / "model.safetensors")),
+    )
     assert a.keys() == b.keys()
     if method == "mocov2":
         assert "queue.queue" in a and "queue.ptr" in a
@@ -77,7 +92,9 @@ def test_resume_after_epoch_one_matches_an_uninterrupted_run_bitwise(tmp_path, t
 def test_resume_refuses_a_checkpoint_of_another_backbone(tmp_path, tiny_args):
     out = tmp_path / "run"
     run_pretrain(*tiny_args, f"train.output_dir={out}", "train.epochs=1", "knn.enabled=false")
-    with pytest.raises(AssertionError, match="different setup.*backbone: checkpoint 'test_resnet' vs config 'resnet18'"):
+    with pytest.raises(
+        AssertionError, match="different setup.*backbone: checkpoint 'test_resnet' vs config 'resnet18'"
+    ):
         run_pretrain(*tiny_args, f"train.output_dir={out}", "model.backbone=resnet18", "--resume")
     with pytest.raises(AssertionError, match="no complete checkpoint"):
         run_pretrain(*tiny_args, f"train.output_dir={tmp_path / 'empty'}", "--resume")
@@ -101,11 +118,77 @@ def test_imagenet_configs_run_two_steps_on_224px_image_folder(tmp_path, config):
     data = _image_folder(tmp_path / "imagenet")
     out = tmp_path / "run"
     run_pretrain(
-        "--config", str(ROOT / "recipes/configs" / f"{config}.yaml"),
-        f"data.root={data}", f"train.output_dir={out}", "train.batch_size=8", "train.max_steps=2",
-        "data.num_workers=0", "knn.batch_size=8", "train.trackers=[]",
+        "--config",
+        str(ROOT / "recipes/configs" / f"{config}.yaml"),
+        f"data.root={data}",
+        f"train.output_dir={out}",
+        "train.batch_size=8",
+        "train.max_steps=2",
+        "data.num_workers=0",
+        "knn.batch_size=8",
+        "train.trackers=[]",
     )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["knn_top1"] is not None
     cfg = json.loads((out / "backbone" / "config.json").read_text())
     assert cfg["pretrained_cfg"]["input_size"] == [3, 224, 224] and cfg["num_classes"] == 0
+
+
+def run_two_processes(*args: str, timeout: int = 600):
+    import os
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29533",
+        str(ROOT / "recipes" / "pretrain.py"),
+        *args,
+    ]
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["mocov2", "mocov3"])
+def test_two_gloo_processes_train_and_checkpoint(tmp_path, tiny_args, method):
+    """2 CPU processes (gloo): shuffle BN across processes (v2), all-reduce BN in the heads (v3)."""
+    out = tmp_path / "run"
+    proc = run_two_processes(
+        *tiny_args,
+        f"method.name={method}",
+        "method.hidden_dim=32",
+        "method.pred_hidden_dim=32",
+        f"train.output_dir={out}",
+        "train.epochs=1",
+        "train.batch_size=8",
+    )
+    assert "2 process(es) x batch 8" in proc.stdout + proc.stderr
+    state = load_file(str(_ckpt(out, 1) / "model.safetensors"))
+    steps = json.loads((out / "summary.json").read_text())["steps"]
+    assert steps == 128 // 16
+    if method == "mocov2":  # every step enqueues both processes' keys: 16 per step into a queue of 100
+        assert int(state["queue.ptr"]) == (steps * 16) % 100
+    else:
+        assert any("running_mean" in k and "predictor" in k for k in state)

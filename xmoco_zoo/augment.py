@@ -38,7 +38,10 @@ def view_transform(cfg: AugConfig, view: int, channels: int) -> v2.Compose:
         ops.append(v2.RandomSolarize(threshold=128, p=cfg.solarize_p[view]))
     if cfg.flip_p > 0:
         ops.append(v2.RandomHorizontalFlip(p=cfg.flip_p))
-    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(_match(cfg.mean, channels), _match(cfg.std, channels))]
+    ops += [
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(_match(cfg.mean, channels), _match(cfg.std, channels)),
+    ]
     return v2.Compose(ops)
 
 

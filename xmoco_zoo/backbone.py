@@ -30,11 +30,15 @@ def is_vit(backbone: nn.Module) -> bool:
     return hasattr(backbone, "patch_embed") and hasattr(backbone, "blocks")
 
 
-def sincos_2d_pos_embed(grid_h: int, grid_w: int, dim: int, num_prefix: int, temperature: float = 10000.0) -> torch.Tensor:
+def sincos_2d_pos_embed(
+    grid_h: int, grid_w: int, dim: int, num_prefix: int, temperature: float = 10000.0
+) -> torch.Tensor:
     """MoCo v3's fixed 2-D sin-cos position embedding, zeros for the prefix (class) tokens. Shape (1, P+HW, dim)."""
     if dim % 4:
         raise ValueError(f"sin-cos position embedding needs an embed dim divisible by 4, got {dim}")
-    gy, gx = torch.meshgrid(torch.arange(grid_h, dtype=torch.float32), torch.arange(grid_w, dtype=torch.float32), indexing="ij")
+    gy, gx = torch.meshgrid(
+        torch.arange(grid_h, dtype=torch.float32), torch.arange(grid_w, dtype=torch.float32), indexing="ij"
+    )
     pos_dim = dim // 4
     omega = 1.0 / temperature ** (torch.arange(pos_dim, dtype=torch.float32) / pos_dim)
     out_w = gx.flatten()[:, None] * omega[None]

@@ -59,7 +59,12 @@ def save_checkpoint(accelerator, root: Path, epoch: int, cfg: Config, keep: int 
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        meta = {"method": cfg.method.name, "backbone": cfg.model.backbone, "model_kwargs": dict(cfg.model.kwargs), "epoch": epoch}
+        meta = {
+            "method": cfg.method.name,
+            "backbone": cfg.model.backbone,
+            "model_kwargs": dict(cfg.model.kwargs),
+            "epoch": epoch,
+        }
         (tmp / META).write_text(json.dumps(meta, indent=2))
         _fsync_tree(tmp)
         if final.exists():
@@ -95,4 +100,6 @@ def check_compatible(path: Path, cfg: Config) -> None:
     diff = {k: (meta.get(k), v) for k, v in mine.items() if meta.get(k) != v}
     if diff:
         lines = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items())
-        raise CheckpointError(f"checkpoint {path} was trained with a different setup ({lines}); resume with its config")
+        raise CheckpointError(
+            f"checkpoint {path} was trained with a different setup ({lines}); resume with its config"
+        )

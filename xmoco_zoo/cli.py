@@ -1,8 +1,8 @@
 """The ``xmoco-zoo`` command.
 
-    xmoco-zoo pretrain --config recipes/configs/mocov2_fmnist.yaml [key=value ...] [--resume]
-    xmoco-zoo knn local-dir:runs/mocov2_fmnist/backbone --baselines
-    xmoco-zoo methods
+xmoco-zoo pretrain --config recipes/configs/mocov2_fmnist.yaml [key=value ...] [--resume]
+xmoco-zoo knn local-dir:runs/mocov2_fmnist/backbone --baselines
+xmoco-zoo methods
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ def _knn(args: argparse.Namespace) -> int:
         # The same architecture and config, randomly initialised: what training has to beat.
         arch = model.pretrained_cfg.get("architecture", type(model).__name__)
         rand = timm.create_model(args.model, pretrained=False).eval()
-        rows[f"{arch}, random init (seed {args.seed})"] = knn_fashion_mnist(rand, args.k, args.t, root=args.data_root)
+        rows[f"{arch}, random init (seed {args.seed})"] = knn_fashion_mnist(
+            rand, args.k, args.t, root=args.data_root
+        )
         rows["raw pixels (the floor)"] = knn_raw_pixels_fashion_mnist(args.k, args.t, root=args.data_root)
     width = max(len(r) for r in rows)
     print(f"\nFashion-MNIST test, weighted kNN top-1 (k={args.k}, t={args.t}, bank = 60k train images):")
@@ -49,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("pretrain", help="pretrain a method (same as recipes/pretrain.py)")
     k = sub.add_parser("knn", help="kNN top-1 of a timm model on Fashion-MNIST (as users load it)")
     k.add_argument("model", help="timm model spec: local-dir:PATH, hf-hub:ORG/NAME or a timm name")
-    k.add_argument("--baselines", action="store_true", help="also score the same architecture at random init and raw pixels")
+    k.add_argument(
+        "--baselines",
+        action="store_true",
+        help="also score the same architecture at random init and raw pixels",
+    )
     k.add_argument("-k", type=int, default=200)
     k.add_argument("-t", type=float, default=0.1)
     k.add_argument("--seed", type=int, default=0)

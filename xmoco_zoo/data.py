@@ -19,7 +19,16 @@ from torch.utils.data import Dataset, Sampler
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 _FMNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -97,7 +106,9 @@ def find_fashion_mnist(root: str | None = None, download: bool = False) -> Path:
 class TensorImageDataset(Dataset):
     """Images held in memory as a uint8 tensor (N, C, H, W), with integer labels."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...] | None = None) -> None:
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...] | None = None
+    ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         self.images, self.labels = images, labels.long()
@@ -110,7 +121,9 @@ class TensorImageDataset(Dataset):
         return self.images[i], int(self.labels[i])
 
 
-def fashion_mnist(split: str = "train", root: str | None = None, download: bool = False, channels: int = 1) -> TensorImageDataset:
+def fashion_mnist(
+    split: str = "train", root: str | None = None, download: bool = False, channels: int = 1
+) -> TensorImageDataset:
     """Fashion-MNIST (60k train / 10k test, 28×28 grayscale). ``channels=3`` replicates the channel."""
     if split not in _FMNIST_FILES:
         raise ValueError(f"Fashion-MNIST split {split!r}: use 'train' or 'test'")
@@ -119,7 +132,9 @@ def fashion_mnist(split: str = "train", root: str | None = None, download: bool 
     images = torch.from_numpy(read_idx(_find_file(folder, img_stem)).copy()).unsqueeze(1)
     labels = torch.from_numpy(read_idx(_find_file(folder, lbl_stem)).astype(np.int64))
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"Fashion-MNIST {split}: {images.shape[0]} images but {labels.shape[0]} labels in {folder}")
+        raise ValueError(
+            f"Fashion-MNIST {split}: {images.shape[0]} images but {labels.shape[0]} labels in {folder}"
+        )
     if channels == 3:
         images = images.expand(-1, 3, -1, -1).contiguous()
     elif channels != 1:
@@ -127,14 +142,23 @@ def fashion_mnist(split: str = "train", root: str | None = None, download: bool 
     return TensorImageDataset(images, labels, FASHION_MNIST_CLASSES)
 
 
-def synthetic(split: str = "train", size: int = 512, num_classes: int = 10, image_size: int = 32, channels: int = 3, seed: int = 0) -> TensorImageDataset:
+def synthetic(
+    split: str = "train",
+    size: int = 512,
+    num_classes: int = 10,
+    image_size: int = 32,
+    channels: int = 3,
+    seed: int = 0,
+) -> TensorImageDataset:
     """Class-structured random images for tests: each class has its own smooth pattern plus noise.
 
     The train and test splits draw different samples of the same class patterns.
     """
     g = torch.Generator().manual_seed(seed)
     protos = torch.rand(num_classes, channels, 4, 4, generator=g)
-    protos = torch.nn.functional.interpolate(protos, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    protos = torch.nn.functional.interpolate(
+        protos, size=(image_size, image_size), mode="bilinear", align_corners=False
+    )
     g_split = torch.Generator().manual_seed(seed * 2 + (1 if split == "test" else 0) + 1000)
     labels = torch.arange(size) % num_classes
     labels = labels[torch.randperm(size, generator=g_split)]
@@ -164,7 +188,9 @@ def image_folder(root: str | Path) -> Dataset:
 class TwoViewDataset(Dataset):
     """Pretraining view of a labelled dataset: ``((view1, view2), label)`` with per-sample seeded augmentation."""
 
-    def __init__(self, base: Dataset, views: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], seed: int = 0) -> None:
+    def __init__(
+        self, base: Dataset, views: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], seed: int = 0
+    ) -> None:
         self.base, self.views, self.seed, self.epoch = base, views, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -225,11 +251,23 @@ def labelled_splits(cfg, channels: int) -> tuple[Dataset, Dataset | None]:
             fashion_mnist("test", d.root, d.download, channels),
         )
     if d.dataset == "synthetic":
-        kw = dict(size=d.synthetic_size, num_classes=d.synthetic_classes, image_size=d.synthetic_image_size, channels=channels, seed=cfg.train.seed)
-        return synthetic("train", **kw), synthetic("test", size=max(d.synthetic_size // 4, d.synthetic_classes), **{k: v for k, v in kw.items() if k != "size"})
+        kw = dict(
+            size=d.synthetic_size,
+            num_classes=d.synthetic_classes,
+            image_size=d.synthetic_image_size,
+            channels=channels,
+            seed=cfg.train.seed,
+        )
+        return synthetic("train", **kw), synthetic(
+            "test",
+            size=max(d.synthetic_size // 4, d.synthetic_classes),
+            **{k: v for k, v in kw.items() if k != "size"},
+        )
     if d.dataset == "imagefolder":
         if not d.root:
-            raise DatasetNotFoundError("data.dataset=imagefolder needs data.root=/path/with/train (and val) folders")
+            raise DatasetNotFoundError(
+                "data.dataset=imagefolder needs data.root=/path/with/train (and val) folders"
+            )
         root = Path(d.root)
         train_dir = root / "train" if (root / "train").is_dir() else root
         val_dir = root / "val"

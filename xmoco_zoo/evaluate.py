@@ -15,22 +15,34 @@ def model_transform(model: torch.nn.Module) -> v2.Compose:
     """The evaluation transform a model's pretrained_cfg asks for (input size, mean, std)."""
     pc = model.pretrained_cfg
     _, h, w = pc["input_size"]
-    return v2.Compose([
-        v2.Resize((h, w), antialias=True),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(list(pc["mean"]), list(pc["std"])),
-    ])
+    return v2.Compose(
+        [
+            v2.Resize((h, w), antialias=True),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(pc["mean"]), list(pc["std"])),
+        ]
+    )
 
 
-def knn_fashion_mnist(model: torch.nn.Module, k: int = 200, temperature: float = 0.1, batch_size: int = 512,
-                      num_workers: int = 2, root: str | None = None) -> float:
+def knn_fashion_mnist(
+    model: torch.nn.Module,
+    k: int = 200,
+    temperature: float = 0.1,
+    batch_size: int = 512,
+    num_workers: int = 2,
+    root: str | None = None,
+) -> float:
     """kNN top-1 (%) of ``model``'s pooled features on Fashion-MNIST: train split as the bank, test split queried."""
     chans = model.pretrained_cfg["input_size"][0]
     tf = model_transform(model)
     feats = []
     for split in ("train", "test"):
         ds = TransformDataset(fashion_mnist(split, root, channels=chans), tf)
-        feats.append(extract_features(model, DataLoader(ds, batch_size=batch_size, num_workers=num_workers), desc=split))
+        feats.append(
+            extract_features(
+                model, DataLoader(ds, batch_size=batch_size, num_workers=num_workers), desc=split
+            )
+        )
     (tr_f, tr_y), (te_f, te_y) = feats
     return knn_accuracy(tr_f, tr_y, te_f, te_y, k, temperature)
 

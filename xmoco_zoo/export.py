@@ -22,7 +22,9 @@ PAPER_IDS = {
 }
 
 
-def export_backbone(backbone: nn.Module, out_dir: str | Path, cfg: Config, extra: dict[str, Any] | None = None) -> Path:
+def export_backbone(
+    backbone: nn.Module, out_dir: str | Path, cfg: Config, extra: dict[str, Any] | None = None
+) -> Path:
     """Write ``backbone`` (headless, ``num_classes=0``) with a config.json describing how it was trained.
 
     The pretrained_cfg is rewritten, not inherited from timm's default for the architecture: our tag,

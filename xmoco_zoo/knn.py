@@ -17,14 +17,20 @@ from tqdm.auto import tqdm
 
 @torch.no_grad()
 def extract_features(
-    model: nn.Module, loader: DataLoader, accelerator=None, desc: str = "features", channels_last: bool = False
+    model: nn.Module,
+    loader: DataLoader,
+    accelerator=None,
+    desc: str = "features",
+    channels_last: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """L2-normalised features and labels of every sample in ``loader`` (gathered over processes)."""
     was_training = model.training
     model.eval()
     feats, labels = [], []
     show = accelerator is None or accelerator.is_local_main_process
-    for x, y in tqdm(loader, desc=desc, leave=False, disable=not show, mininterval=1.0 if sys.stderr.isatty() else 30.0):
+    for x, y in tqdm(
+        loader, desc=desc, leave=False, disable=not show, mininterval=1.0 if sys.stderr.isatty() else 30.0
+    ):
         if accelerator is None:
             x, y = x.to(next(model.parameters()).device), y
         if channels_last and x.ndim == 4:

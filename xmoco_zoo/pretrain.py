@@ -26,6 +26,7 @@ from . import checkpoint as ckpt
 from .augment import TwoViews, eval_transform
 from .config import Config, load_config, to_dict, to_yaml
 from .data import EpochSampler, TransformDataset, TwoViewDataset, labelled_splits, subset
+from .distributed import convert_sync_batchnorm
 from .export import export_backbone
 from .knn import extract_features, knn_accuracy
 from .logging import CSVTracker, flatten
@@ -59,28 +60,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML experiment config (recipes/configs/*.yaml)")
     p.add_argument(
-        "--resume", nargs="?", const="auto", default=None,
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
         help="resume from the newest complete checkpoint in train.output_dir, or from the given checkpoint folder",
     )
     p.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. train.epochs=10)")
     return p.parse_args(argv)
 
 
-def build_loaders(cfg: Config, channels: int) -> tuple[DataLoader, EpochSampler, TwoViewDataset, tuple | None]:
+def build_loaders(
+    cfg: Config, channels: int
+) -> tuple[DataLoader, EpochSampler, TwoViewDataset, tuple | None]:
     train_split, test_split = labelled_splits(cfg, channels)
     pretrain_ds = TwoViewDataset(train_split, TwoViews(cfg.aug, channels), seed=cfg.train.seed)
     sampler = EpochSampler(len(pretrain_ds), seed=cfg.train.seed)
     workers = cfg.data.num_workers
     loader = DataLoader(
-        pretrain_ds, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=workers, drop_last=True,
-        pin_memory=torch.cuda.is_available(), persistent_workers=False,
+        pretrain_ds,
+        batch_size=cfg.train.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        drop_last=True,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
     )
     knn_loaders = None
     if cfg.knn.enabled and test_split is not None:
-        tf = eval_transform(cfg.aug, channels, resize_ratio=1.0 if cfg.data.dataset != "imagefolder" else 0.875)
+        tf = eval_transform(
+            cfg.aug, channels, resize_ratio=1.0 if cfg.data.dataset != "imagefolder" else 0.875
+        )
         bank = TransformDataset(subset(train_split, cfg.knn.max_train, cfg.train.seed), tf)
         query = TransformDataset(subset(test_split, cfg.knn.max_test, cfg.train.seed), tf)
-        knn_loaders = tuple(DataLoader(d, batch_size=cfg.knn.batch_size, num_workers=workers) for d in (bank, query))
+        knn_loaders = tuple(
+            DataLoader(d, batch_size=cfg.knn.batch_size, num_workers=workers) for d in (bank, query)
+        )
     return loader, sampler, pretrain_ds, knn_loaders
 
 
@@ -108,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
     loader, sampler, pretrain_ds, knn_loaders = build_loaders(cfg, channels)
     model = create_method_from_config(cfg)
     if accelerator.num_processes > 1 and cfg.method.sync_bn and cfg.method.name.startswith("mocov3"):
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = convert_sync_batchnorm(model, accelerator.device)
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
     total_batch = cfg.train.batch_size * accelerator.num_processes
@@ -161,8 +176,12 @@ def main(argv: list[str] | None = None) -> dict:
         pretrain_ds.set_epoch(epoch)
         window: dict[str, float] = {}
         n_window, t_window = 0, time.perf_counter()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not accelerator.is_local_main_process,
-                   mininterval=1.0 if sys.stderr.isatty() else 30.0)
+        bar = tqdm(
+            loader,
+            desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+            disable=not accelerator.is_local_main_process,
+            mininterval=1.0 if sys.stderr.isatty() else 30.0,
+        )
         for (x1, x2), _ in bar:
             lr = cosine_lr(state.step, total_steps, peak_lr, warmup_steps, cfg.train.min_lr_ratio)
             m = momentum_at(state.step, total_steps, cfg.method.momentum, cfg.method.momentum_schedule)
@@ -193,8 +212,14 @@ def main(argv: list[str] | None = None) -> dict:
             if state.step % cfg.train.log_every == 0 or state.step == total_steps:
                 dt = time.perf_counter() - t_window
                 logs = {f"train/{n}": v / n_window for n, v in window.items()}
-                logs.update({"train/lr": lr, "train/momentum": m, "train/epoch": epoch + 1,
-                             "perf/images_per_s": n_window * total_batch / dt})
+                logs.update(
+                    {
+                        "train/lr": lr,
+                        "train/momentum": m,
+                        "train/epoch": epoch + 1,
+                        "perf/images_per_s": n_window * total_batch / dt,
+                    }
+                )
                 accelerator.log(logs, step=state.step)
                 window, n_window, t_window = {}, 0, time.perf_counter()
             if cfg.train.max_steps and state.step >= cfg.train.max_steps:
@@ -202,13 +227,22 @@ def main(argv: list[str] | None = None) -> dict:
                 break
 
         state.epoch = epoch + 1
-        if knn_loaders is not None and (state.epoch % cfg.knn.every == 0 or state.epoch == stop_epoch or done):
+        if knn_loaders is not None and (
+            state.epoch % cfg.knn.every == 0 or state.epoch == stop_epoch or done
+        ):
             state.knn_top1 = knn_monitor(accelerator, method.backbone, knn_loaders, cfg)
             accelerator.log({"eval/knn_top1": state.knn_top1}, step=state.step)
-            accelerator.print(f"epoch {state.epoch}: kNN top-1 {state.knn_top1:.2f}% (k={cfg.knn.k}, t={cfg.knn.temperature})")
+            accelerator.print(
+                f"epoch {state.epoch}: kNN top-1 {state.knn_top1:.2f}% (k={cfg.knn.k}, t={cfg.knn.temperature})"
+            )
         ckpt.save_checkpoint(accelerator, ckpt_root, state.epoch, cfg, keep=cfg.train.keep_checkpoints)
 
-    summary = {"epochs_done": state.epoch, "steps": state.step, "knn_top1": state.knn_top1, "knn_init": state.knn_init}
+    summary = {
+        "epochs_done": state.epoch,
+        "steps": state.step,
+        "knn_top1": state.knn_top1,
+        "knn_init": state.knn_init,
+    }
     if accelerator.is_main_process:
         if cfg.train.export:
             export_backbone(method.backbone, out_dir / "backbone", cfg)

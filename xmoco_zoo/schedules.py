@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 
 
-def cosine_lr(step: int, total_steps: int, base_lr: float, warmup_steps: int = 0, min_ratio: float = 0.0) -> float:
+def cosine_lr(
+    step: int, total_steps: int, base_lr: float, warmup_steps: int = 0, min_ratio: float = 0.0
+) -> float:
     """Linear warmup from 0, then half-cosine decay to ``min_ratio * base_lr`` at ``total_steps``."""
     if warmup_steps > 0 and step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps

@@ -10,6 +10,11 @@ import torch
 import torch.nn.functional as F
 
 
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """Upcast half/bfloat16 to float32 (losses run in fp32 under autocast); float64 stays float64."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def info_nce_from_sims(l_pos: torch.Tensor, l_neg: torch.Tensor, temperature: float) -> torch.Tensor:
     """InfoNCE from precomputed similarities: CE over [pos, negs] / T with the positive at index 0.
 
@@ -18,7 +23,7 @@ def info_nce_from_sims(l_pos: torch.Tensor, l_neg: torch.Tensor, temperature: fl
         l_neg: (N, K) sim(q_i, z_j) over the queue.
         output: scalar, mean over N.
     """
-    logits = torch.cat([l_pos.unsqueeze(1), l_neg], dim=1).float() / temperature
+    logits = at_least_fp32(torch.cat([l_pos.unsqueeze(1), l_neg], dim=1)) / temperature
     return torch.logsumexp(logits, dim=1).mean() - logits[:, 0].mean()
 
 
@@ -31,13 +36,15 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature:
     return info_nce_from_sims((q * k).sum(1), q @ queue.t(), temperature)
 
 
-def contrastive_loss(q: torch.Tensor, k_all: torch.Tensor, temperature: float, offset: int = 0) -> torch.Tensor:
+def contrastive_loss(
+    q: torch.Tensor, k_all: torch.Tensor, temperature: float, offset: int = 0
+) -> torch.Tensor:
     """MoCo v3's ctr(q, k): CE(q·k_allᵀ / T, label i + offset) · 2T.
 
     Shape:
         q: (N, D) normalised queries of this process. k_all: (M, D) normalised keys of every process.
         offset: N · rank, the position of this process's keys in ``k_all``.
     """
-    logits = (q @ k_all.t()).float() / temperature
+    logits = at_least_fp32(q @ k_all.t()) / temperature
     labels = torch.arange(q.shape[0], device=q.device) + offset
     return F.cross_entropy(logits, labels) * (2 * temperature)

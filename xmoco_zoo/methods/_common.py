@@ -21,7 +21,9 @@ def mocov2_projector(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequentia
     return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
 
 
-def mocov3_mlp(num_layers: int, in_dim: int, hidden_dim: int, out_dim: int, last_bn: bool = True) -> nn.Sequential:
+def mocov3_mlp(
+    num_layers: int, in_dim: int, hidden_dim: int, out_dim: int, last_bn: bool = True
+) -> nn.Sequential:
     """MoCo v3's MLP: (Linear(no bias)-BN-ReLU) × (L−1), then Linear(no bias) and optionally BN(affine=False)."""
     layers: list[nn.Module] = []
     for i in range(num_layers):

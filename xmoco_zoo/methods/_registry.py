@@ -34,7 +34,8 @@ def register_method(name: str, defaults: dict[str, dict[str, Any]], description:
     def wrap(builder: Callable[[nn.Module, MethodConfig], nn.Module]) -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} is already registered")
-        _REGISTRY[name] = MethodEntry(name, builder, {"method": {"name": name}, **defaults}, description)
+        merged = {**defaults, "method": {**defaults.get("method", {}), "name": name}}
+        _REGISTRY[name] = MethodEntry(name, builder, merged, description)
         return builder
 
     return wrap
@@ -57,7 +58,10 @@ def method_defaults(name: str) -> dict[str, dict[str, Any]]:
 
 
 def create_method(
-    name: str, backbone: str | nn.Module = "resnet50", backbone_kwargs: dict[str, Any] | None = None, **overrides: Any
+    name: str,
+    backbone: str | nn.Module = "resnet50",
+    backbone_kwargs: dict[str, Any] | None = None,
+    **overrides: Any,
 ) -> nn.Module:
     """Build a registered method around a timm backbone.
 
@@ -76,7 +80,9 @@ def create_method(
     for k in overrides:
         if k not in valid:
             close = difflib.get_close_matches(k, valid, n=1)
-            raise TypeError(f"unknown method option {k!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+            raise TypeError(
+                f"unknown method option {k!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+            )
     cfg = MethodConfig(**{**entry.defaults.get("method", {}), **overrides})
     if isinstance(backbone, str):
         backbone = create_backbone(backbone, **(backbone_kwargs or {}))

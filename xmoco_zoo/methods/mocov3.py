@@ -27,7 +27,9 @@ class MoCoV3(nn.Module):
         apply_mocov3_vit_options(backbone, cfg.freeze_patch_embed, cfg.fixed_pos_embed)
         projector = mocov3_mlp(cfg.proj_layers, backbone.num_features, cfg.hidden_dim, cfg.dim, last_bn=True)
         self.encoder = MomentumEncoder(Encoder(backbone, projector))
-        self.predictor = mocov3_mlp(cfg.pred_layers, cfg.dim, cfg.pred_hidden_dim, cfg.dim, last_bn=cfg.pred_last_bn)
+        self.predictor = mocov3_mlp(
+            cfg.pred_layers, cfg.dim, cfg.pred_hidden_dim, cfg.dim, last_bn=cfg.pred_last_bn
+        )
 
     @property
     def backbone(self) -> nn.Module:
@@ -49,12 +51,24 @@ class MoCoV3(nn.Module):
     "mocov3",
     defaults={
         "method": dict(
-            dim=256, hidden_dim=4096, pred_hidden_dim=4096, temperature=1.0, momentum=0.99,
-            momentum_schedule="cosine", proj_layers=2, pred_layers=2, pred_last_bn=False,
+            dim=256,
+            hidden_dim=4096,
+            pred_hidden_dim=4096,
+            temperature=1.0,
+            momentum=0.99,
+            momentum_schedule="cosine",
+            proj_layers=2,
+            pred_layers=2,
+            pred_last_bn=False,
         ),
         "aug": dict(
-            preset="mocov3", crop_scale=[0.08, 1.0], jitter=[0.4, 0.4, 0.2, 0.1], jitter_p=0.8,
-            grayscale_p=0.2, blur_p=[1.0, 0.1], solarize_p=[0.0, 0.2],
+            preset="mocov3",
+            crop_scale=[0.08, 1.0],
+            jitter=[0.4, 0.4, 0.2, 0.1],
+            jitter_p=0.8,
+            grayscale_p=0.2,
+            blur_p=[1.0, 0.1],
+            solarize_p=[0.0, 0.2],
         ),
         "train": dict(optimizer="lars", base_lr=0.6, weight_decay=1e-6, warmup_epochs=10.0),
     },
