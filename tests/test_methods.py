@@ -136,3 +136,13 @@ def test_split_bn_is_used_in_one_process_and_keys_come_back_in_order():
         k = model.keys(x)
         ref = torch.nn.functional.normalize(model.encoder.momentum(x), dim=1)
     torch.testing.assert_close(k, ref)
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_losses_run_in_float32_under_autocast(name):
+    model = create_method(name, "test_resnet", **_small(name))
+    x1, x2 = _views(8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x1, x2, momentum=0.99)
+    assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
+    out["loss"].backward()

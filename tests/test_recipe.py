@@ -67,7 +67,9 @@ def test_resume_after_epoch_one_matches_an_uninterrupted_run_bitwise(tmp_path, t
     full, split = tmp_path / "full", tmp_path / "split"
     run_pretrain(*args, f"train.output_dir={full}")
     run_pretrain(*args, f"train.output_dir={split}", "train.stop_after_epoch=1")
-    assert not _ckpt(split, 2).exists() and not (split / "backbone").exists() or True
+    assert (
+        not _ckpt(split, 2).exists() and json.loads((split / "summary.json").read_text())["epochs_done"] == 1
+    )
     run_pretrain(*args, f"train.output_dir={split}", "data.num_workers=2", "--resume")
     a, b = (
         load_file(str(_ckpt(full, 2) / "model.safetensors")),
@@ -192,3 +194,19 @@ def test_two_gloo_processes_train_and_checkpoint(tmp_path, tiny_args, method):
         assert int(state["queue.ptr"]) == (steps * 16) % 100
     else:
         assert any("running_mean" in k and "predictor" in k for k in state)
+
+
+def test_non_finite_loss_stops_with_step_and_term_and_keeps_the_last_good_checkpoint(tmp_path, tiny_args):
+    out = tmp_path / "run"
+    run_pretrain(*tiny_args, f"train.output_dir={out}", "train.stop_after_epoch=1", "knn.enabled=false")
+    good = load_file(str(_ckpt(out, 1) / "model.safetensors"))
+    with pytest.raises(
+        AssertionError, match=r"NonFiniteLossError: step \d+ \(epoch 2\): loss\w* = (nan|inf)"
+    ) as e:
+        run_pretrain(
+            *tiny_args, f"train.output_dir={out}", "train.base_lr=1e30", "knn.enabled=false", "--resume"
+        )
+    assert "last good checkpoint" in str(e.value)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_0001"]
+    kept = load_file(str(_ckpt(out, 1) / "model.safetensors"))
+    assert all(torch.equal(good[k], kept[k]) for k in good)

@@ -84,7 +84,7 @@ def find_checkpoint(root: Path, which: str = "auto") -> Path:
         if not path.is_dir() or not (path / META).is_file():
             raise CheckpointError(
                 f"{path} is not a complete xmoco-zoo checkpoint (no {META}); pass a checkpoints/epoch_NNNN folder "
-                "or --resume alone for the newest one"
+                "to --resume-from, or use --resume for the newest one"
             )
         return path
     found = list_checkpoints(Path(root))

@@ -92,6 +92,7 @@ class DataConfig:
     root: str | None = None
     download: bool = False  # fashion_mnist only: fetch through torchvision when nothing is found locally
     num_workers: int = 2
+    subset: int | None = None  # pretrain on a fixed random subset of this many images (quick experiments)
     # Grayscale data on an RGB backbone: the channel is replicated when model.kwargs.in_chans is 3.
     synthetic_size: int = 512
     synthetic_classes: int = 10

@@ -2,6 +2,7 @@
 
     accelerate launch recipes/pretrain.py --config recipes/configs/mocov2_fmnist.yaml train.epochs=5
     python recipes/pretrain.py --config ... --resume            # continue from the newest checkpoint
+    python recipes/pretrain.py --config ... --resume-from runs/x/checkpoints/epoch_0003
 
 Reads top to bottom: config, accelerator, data, method, optimizer, ``prepare``, resume, loop (step:
 schedules → forward → backward → log; epoch: kNN monitor → atomic checkpoint), export.
@@ -60,21 +61,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML experiment config (recipes/configs/*.yaml)")
     p.add_argument(
-        "--resume",
-        nargs="?",
-        const="auto",
-        default=None,
-        help="resume from the newest complete checkpoint in train.output_dir, or from the given checkpoint folder",
+        "--resume", action="store_true", help="resume from the newest complete checkpoint in train.output_dir"
+    )
+    p.add_argument(
+        "--resume-from", metavar="DIR", help="resume from this checkpoint folder (checkpoints/epoch_NNNN)"
     )
     p.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. train.epochs=10)")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # overrides may come before and after the flags
 
 
 def build_loaders(
     cfg: Config, channels: int
 ) -> tuple[DataLoader, EpochSampler, TwoViewDataset, tuple | None]:
     train_split, test_split = labelled_splits(cfg, channels)
-    pretrain_ds = TwoViewDataset(train_split, TwoViews(cfg.aug, channels), seed=cfg.train.seed)
+    pretrain_images = subset(train_split, cfg.data.subset, cfg.train.seed)
+    pretrain_ds = TwoViewDataset(pretrain_images, TwoViews(cfg.aug, channels), seed=cfg.train.seed)
     sampler = EpochSampler(len(pretrain_ds), seed=cfg.train.seed)
     workers = cfg.data.num_workers
     loader = DataLoader(
@@ -138,8 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator.register_for_checkpointing(state)
 
     ckpt_root = out_dir / "checkpoints"
-    if args.resume:
-        path = ckpt.find_checkpoint(ckpt_root, args.resume)
+    if args.resume or args.resume_from:
+        path = ckpt.find_checkpoint(ckpt_root, args.resume_from or "auto")
         ckpt.check_compatible(path, cfg)
         accelerator.load_state(str(path))
         accelerator.print(f"resumed from {path} (epoch {state.epoch}, step {state.step})")
@@ -172,6 +173,9 @@ def main(argv: list[str] | None = None) -> dict:
     model.train()
     while state.epoch < stop_epoch and not done:
         epoch = state.epoch
+        # The prepared loader re-applies its own epoch counter at every __iter__ (it restarts at 0 in a
+        # resumed process): set it, and it passes the epoch on to the sampler. The dataset's epoch seeds the views.
+        loader.set_epoch(epoch)
         sampler.set_epoch(epoch)
         pretrain_ds.set_epoch(epoch)
         window: dict[str, float] = {}

@@ -4,6 +4,11 @@ import torch
 from torch import nn
 
 
+def fp32_region(x: torch.Tensor) -> torch.autocast:
+    """A region outside autocast: every loss runs in float32 even under mixed precision."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
 class Encoder(nn.Module):
     """A backbone followed by a projection head; ``backbone`` is what gets exported."""
 

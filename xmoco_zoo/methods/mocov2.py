@@ -11,9 +11,9 @@ from torch import nn
 
 from ..config import MethodConfig
 from ..distributed import gather_no_grad, shuffle_across_processes, unshuffle_across_processes, world_size
-from ..losses import info_nce_from_sims
+from ..losses import at_least_fp32, info_nce_from_sims
 from ..momentum import KeyQueue, MomentumEncoder, convert_split_bn, split_bn_permutation
-from ._common import Encoder, mocov2_projector
+from ._common import Encoder, fp32_region, mocov2_projector
 from ._registry import register_method
 
 
@@ -50,6 +50,10 @@ class MoCoV2(nn.Module):
         return F.normalize(self.encoder.forward_momentum(x), dim=1)
 
     def contrast(self, q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor) -> dict[str, torch.Tensor]:
+        with fp32_region(q):
+            return self._contrast(at_least_fp32(q), at_least_fp32(k), at_least_fp32(negatives))
+
+    def _contrast(self, q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor) -> dict[str, torch.Tensor]:
         l_pos = (q * k).sum(1)
         l_neg = q @ negatives.t()
         loss = info_nce_from_sims(l_pos, l_neg, self.cfg.temperature)

@@ -12,9 +12,9 @@ from torch import nn
 from ..backbone import apply_mocov3_vit_options
 from ..config import MethodConfig
 from ..distributed import gather_no_grad, rank
-from ..losses import contrastive_loss
+from ..losses import at_least_fp32, contrastive_loss
 from ..momentum import MomentumEncoder
-from ._common import Encoder, mocov3_mlp
+from ._common import Encoder, fp32_region, mocov3_mlp
 from ._registry import register_method
 
 
@@ -43,7 +43,9 @@ class MoCoV3(nn.Module):
         k2 = gather_no_grad(F.normalize(self.encoder.forward_momentum(x2), dim=1))
         offset = q1.shape[0] * rank()
         t = self.cfg.temperature
-        loss = contrastive_loss(q1, k2, t, offset) + contrastive_loss(q2, k1, t, offset)
+        q1, q2, k1, k2 = (at_least_fp32(v) for v in (q1, q2, k1, k2))
+        with fp32_region(q1):
+            loss = contrastive_loss(q1, k2, t, offset) + contrastive_loss(q2, k1, t, offset)
         return {"loss": loss, "loss_nce": loss}
 
 
