@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 OUT=runs/mocov2_fmnist
+# One process using every core (accelerate launch would otherwise pin it to one thread).
 accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
+  --num_cpu_threads_per_process "$(nproc)" \
   recipes/pretrain.py --config recipes/configs/mocov2_fmnist.yaml train.output_dir=$OUT "$@"
 xmoco-zoo knn "local-dir:$OUT/backbone" --baselines --json "$OUT/knn_eval.json"

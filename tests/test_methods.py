@@ -146,3 +146,13 @@ def test_losses_run_in_float32_under_autocast(name):
         out = model(x1, x2, momentum=0.99)
     assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
     out["loss"].backward()
+
+
+def test_sync_bn_conversion_keeps_the_momentum_copy_frozen():
+    from xmoco_zoo.distributed import AllReduceBatchNorm, convert_sync_batchnorm
+
+    model = create_method("mocov3", "test_resnet", hidden_dim=32, pred_hidden_dim=32)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    convert_sync_batchnorm(model, torch.device("cpu"))
+    assert any(isinstance(m, AllReduceBatchNorm) for m in model.encoder.momentum.modules())
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == trainable

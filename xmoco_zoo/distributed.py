@@ -138,6 +138,8 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module
                 child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
             )
             new.load_state_dict(child.state_dict())
+            if child.affine:  # a frozen (momentum) BN stays frozen
+                new.requires_grad_(child.weight.requires_grad)
             setattr(module, name, new)
         else:
             convert_sync_batchnorm(child, device)

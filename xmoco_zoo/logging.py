@@ -16,7 +16,8 @@ class CSVTracker(GeneralTracker):
     requires_logging_directory = False
     main_process_only = True
 
-    @on_main_process
+    # No @on_main_process here: it would create Accelerate's process state before the Accelerator does
+    # (without cpu=True), and a CPU multi-process launch would then run as independent single processes.
     def __init__(self, run_name: str, logging_dir: str | Path) -> None:
         super().__init__()
         self.run_name = run_name

@@ -112,6 +112,8 @@ def convert_split_bn(module: nn.Module, num_splits: int) -> nn.Module:
                 child.num_features, num_splits, eps=child.eps, momentum=child.momentum, affine=child.affine
             )
             new.load_state_dict(child.state_dict())
+            if child.affine:
+                new.requires_grad_(child.weight.requires_grad)
             setattr(module, name, new)
         else:
             convert_split_bn(child, num_splits)

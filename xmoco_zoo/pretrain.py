@@ -15,6 +15,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -111,6 +112,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     out_dir = Path(cfg.train.output_dir)
+    # torch 2.14 deprecates DDP's broadcast_buffers in favour of forward_sync_buffers, which Accelerate's
+    # DistributedDataParallelKwargs does not expose yet; broadcast_buffers=False is what we mean (see below).
+    warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
         log_with=[t for t in cfg.train.trackers if t != "csv"] + [CSVTracker("pretrain", out_dir)],
