@@ -11,7 +11,9 @@ def test_method_defaults_then_file_then_overrides():
     cfg = load_config(
         ROOT / "recipes/configs/mocov2_fmnist.yaml", ["train.epochs=7", "model.kwargs={in_chans: 1}"]
     )
-    assert cfg.train.epochs == 7 and cfg.method.name == "mocov2" and cfg.model.kwargs == {"in_chans": 1}
+    assert cfg.train.epochs == 7 and cfg.method.name == "mocov2"
+    # A dict override merges into the file's dict (it does not replace it).
+    assert cfg.model.kwargs == {"in_chans": 1, "channels": [32, 64, 128, 256]}
     assert cfg.method.momentum_schedule == "constant"  # from mocov2's registered defaults
 
 
