@@ -132,15 +132,12 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module
     """BatchNorm → synchronised BatchNorm: torch's SyncBatchNorm on GPU, :class:`AllReduceBatchNorm` elsewhere."""
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    for name, child in module.named_children():
-        if type(child) in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
-            new = AllReduceBatchNorm(
-                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
-            )
-            new.load_state_dict(child.state_dict())
-            if child.affine:  # a frozen (momentum) BN stays frozen
-                new.requires_grad_(child.weight.requires_grad)
-            setattr(module, name, new)
-        else:
-            convert_sync_batchnorm(child, device)
-    return module
+    from .momentum import replace_batchnorm
+
+    return replace_batchnorm(
+        module,
+        (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d),
+        lambda bn: AllReduceBatchNorm(
+            bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats
+        ),
+    )

@@ -104,20 +104,29 @@ def split_group_of(position: torch.Tensor, num_splits: int) -> torch.Tensor:
     return position % num_splits
 
 
-def convert_split_bn(module: nn.Module, num_splits: int) -> nn.Module:
-    """Replace every BatchNorm2d in ``module`` by a SplitBatchNorm2d, keeping parameters and buffers."""
+def replace_batchnorm(module: nn.Module, kinds: tuple[type, ...], make) -> nn.Module:
+    """Swap every BatchNorm of exactly the types ``kinds`` for ``make(old)``, keeping its state and trainability."""
     for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d) and not isinstance(child, SplitBatchNorm2d):
-            new = SplitBatchNorm2d(
-                child.num_features, num_splits, eps=child.eps, momentum=child.momentum, affine=child.affine
-            )
+        if type(child) in kinds:
+            new = make(child)
             new.load_state_dict(child.state_dict())
-            if child.affine:
+            if child.affine:  # a frozen (momentum-copy) BN stays frozen
                 new.requires_grad_(child.weight.requires_grad)
             setattr(module, name, new)
         else:
-            convert_split_bn(child, num_splits)
+            replace_batchnorm(child, kinds, make)
     return module
+
+
+def convert_split_bn(module: nn.Module, num_splits: int) -> nn.Module:
+    """Replace every BatchNorm2d in ``module`` by a SplitBatchNorm2d, keeping parameters and buffers."""
+    return replace_batchnorm(
+        module,
+        (nn.BatchNorm2d,),
+        lambda bn: SplitBatchNorm2d(
+            bn.num_features, num_splits, eps=bn.eps, momentum=bn.momentum, affine=bn.affine
+        ),
+    )
 
 
 def split_bn_permutation(n: int, num_splits: int, generator: torch.Generator | None = None) -> torch.Tensor:
