@@ -43,30 +43,9 @@ class _AllReduceSum(torch.autograd.Function):
         return grad
 
 
-class _AllGather(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ctx.n = x.shape[0]
-        out = [torch.empty_like(x) for _ in range(world_size())]
-        dist.all_gather(out, x.contiguous())
-        return torch.cat(out)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        # Every process's loss may depend on this process's slice: sum their gradients, keep ours.
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad)
-        return grad[rank() * ctx.n : (rank() + 1) * ctx.n]
-
-
 def all_reduce_sum_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Sum over processes; the gradient is summed back likewise."""
     return x if world_size() == 1 else _AllReduceSum.apply(x)
-
-
-def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """All-gather that carries gradients back to each process's own slice (for queries)."""
-    return x if world_size() == 1 else _AllGather.apply(x)
 
 
 @torch.no_grad()

@@ -6,7 +6,6 @@ The folder loads with ``timm.create_model('local-dir:PATH', pretrained=True)`` (
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +63,3 @@ def export_backbone(
     if stale.exists():
         stale.unlink()
     return out_dir
-
-
-def read_export_config(path: str | Path) -> dict[str, Any]:
-    return json.loads((Path(path) / "config.json").read_text())
