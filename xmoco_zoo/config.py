@@ -10,6 +10,7 @@ Process count and mixed precision are not here on purpose: they belong to ``acce
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,56 @@ class ModelConfig:
 
 
 @dataclass
+class CO2Config:
+    """CO2 consistency over negatives (arXiv 2010.02217): L += weight · L_con."""
+
+    weight: float = 1.0  # α
+    temperature: float = 0.05  # τ_con
+
+
+@dataclass
+class XMoCoConfig:
+    """XMoCo (arXiv 2206.04676, our reading): L += cross_weight · L_x + uniform_weight · L_u."""
+
+    cross_weight: float = 1.0  # λ_x
+    uniform_weight: float = 0.1  # λ_u
+    cross_temperature: float = 0.2  # τ_x
+    uniform_temperature: float = 0.2  # τ_u
+    cross_kind: str = "kl"  # kl (row-wise symmetric KL of softmax(S/τ_x)) | mse (raw cosines)
+
+
+@dataclass
+class AMCLConfig:
+    """AMCL adaptive multi-head contrast (arXiv 2310.05615): H heads, per-pair temperatures."""
+
+    heads: int = 3  # H; head 0 is the base's projector, the others get their own momentum copy and queue
+    weight: float = 1.0
+    tau_min: float = 0.01
+    tau_max: float = 2.0
+    beta: float = 0.1  # weight of Ω(τ) = 1/τ + (m/2)·log τ
+    m: float | None = None  # Ω's constant; None: the embedding dim D (positives then settle near τ = 2/D)
+    hidden: int = 128  # φ's hidden width
+    negatives: str = (
+        "hardest"  # hardest (the most similar negative per anchor) | batch (every in-batch negative)
+    )
+    keep_base_loss: bool = False  # add the base's InfoNCE back (by default AMCL replaces it)
+
+
+REGULARIZERS = ("co2", "xmoco", "amcl")
+BASES = ("mocov2", "mocov3")
+
+
+@dataclass
 class MethodConfig:
-    """The self-supervised method. Fields not used by a method's base are ignored by it."""
+    """The self-supervised method: a base plus any set of regularizers, each with its own section.
+
+    ``name`` is what the run is called (a registered preset such as ``co2``, or ``mocov3+co2+xmoco`` for a
+    composition) and is derived from ``base`` and ``regularizers`` once a config is loaded.
+    """
 
     name: str = "mocov2"
+    base: str = "mocov2"  # mocov2 | mocov3
+    regularizers: list[str] = field(default_factory=list)  # any of co2, xmoco, amcl
     dim: int = 128  # embedding dim D
     hidden_dim: int = 2048  # projector hidden width
     temperature: float = 0.2
@@ -58,6 +105,10 @@ class MethodConfig:
     sync_bn: bool = True  # SyncBatchNorm in the heads under several processes
     freeze_patch_embed: bool = False  # ViT: frozen random patch projection
     fixed_pos_embed: bool = False  # ViT: fixed 2-D sin-cos position embedding
+    # Regularizer settings (used when the regularizer is in ``regularizers``)
+    co2: CO2Config = field(default_factory=CO2Config)
+    xmoco: XMoCoConfig = field(default_factory=XMoCoConfig)
+    amcl: AMCLConfig = field(default_factory=AMCLConfig)
 
 
 @dataclass
@@ -148,6 +199,7 @@ class Config:
 
 
 _CHOICES = {
+    ("method", "base"): BASES,
     ("method", "momentum_schedule"): ("constant", "cosine"),
     ("aug", "preset"): ("mocov2", "mocov3"),
     ("data", "dataset"): ("fashion_mnist", "imagefolder", "synthetic"),
@@ -172,7 +224,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         path: YAML file (optional).
         overrides: ``a.b=value`` strings; values are parsed as YAML (``model.kwargs={in_chans: 1}``).
     """
-    from .methods import method_defaults  # late: methods import this module
+    from .methods import method_layers  # late: methods import this module
 
     file_layer = OmegaConf.create({})
     if path is not None:
@@ -186,9 +238,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     cli_layer = OmegaConf.from_dotlist(list(overrides))
 
     schema = OmegaConf.structured(Config)
-    # Find the method name first so its defaults slot in under the file and the command line.
+    # Find the method (preset name, and a base set explicitly) first so its defaults slot in under the
+    # file and the command line.
     probe = _merge(_merge(schema, file_layer, str(path)), cli_layer, "command line")
-    cfg = _merge(schema, OmegaConf.create(method_defaults(probe.method.name)), "method defaults")
+    base = OmegaConf.select(cli_layer, "method.base", default=None) or OmegaConf.select(
+        file_layer, "method.base", default=None
+    )
+    cfg = schema
+    try:
+        layers = method_layers(probe.method.name, base)
+    except ValueError as e:
+        raise ConfigError(f"method.name: {e}") from None
+    for layer in layers:
+        cfg = _merge(cfg, OmegaConf.create(layer), "method defaults")
     cfg = _merge(cfg, file_layer, str(path))
     cfg = _merge(cfg, cli_layer, "command line")
     out: Config = OmegaConf.to_object(cfg)
@@ -196,7 +258,54 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return out
 
 
+def canonical_method_name(base: str, regularizers: list[str]) -> str:
+    """``mocov2``; a preset's name when (base, regularizers) is one (``co2``); else ``mocov3+co2+xmoco``."""
+    from .methods import preset_for  # late: methods import this module
+
+    regs = sorted(regularizers)
+    return preset_for(base, regs) or "+".join([base, *regs])
+
+
+def validate_method(m: MethodConfig) -> None:
+    """Check a method config and set its canonical ``name``; every way of building a method calls this."""
+    if m.base not in BASES:
+        raise ConfigError(f"method.base={m.base!r} is not one of {list(BASES)}")
+    for r in m.regularizers:
+        if r not in REGULARIZERS:
+            close = difflib.get_close_matches(r, REGULARIZERS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"method.regularizers: unknown regularizer {r!r}{hint} Available: {list(REGULARIZERS)}"
+            )
+    if len(set(m.regularizers)) != len(m.regularizers):
+        raise ConfigError(f"method.regularizers lists a regularizer twice: {m.regularizers}")
+    if "xmoco" in m.regularizers and m.base == "mocov2" and not m.symmetric:
+        raise ConfigError(
+            "xmoco compares both views' cross-similarities, so MoCo v2 must encode both views as queries: "
+            "set method.symmetric=true"
+        )
+    if m.xmoco.cross_kind not in ("kl", "mse"):
+        raise ConfigError(f"method.xmoco.cross_kind={m.xmoco.cross_kind!r} is not one of ['kl', 'mse']")
+    a = m.amcl
+    if "amcl" in m.regularizers:
+        if a.heads < 1:
+            raise ConfigError(f"method.amcl.heads={a.heads}: need at least one head")
+        if not 0 < a.tau_min < a.tau_max:
+            raise ConfigError(f"method.amcl: need 0 < tau_min < tau_max, got {a.tau_min} and {a.tau_max}")
+        if a.negatives not in ("hardest", "batch"):
+            raise ConfigError(f"method.amcl.negatives={a.negatives!r} is not one of ['hardest', 'batch']")
+        omega_min = 2.0 / (a.m if a.m is not None else m.dim)
+        if omega_min <= a.tau_min * 1.2:
+            raise ConfigError(
+                f"method.amcl: positives settle near τ = 2/m = {omega_min:.4g}, at or below tau_min={a.tau_min}, "
+                "so their temperatures would sit on the bound: lower method.amcl.tau_min or set method.amcl.m "
+                "(default: method.dim)"
+            )
+    m.name = canonical_method_name(m.base, m.regularizers)
+
+
 def validate(cfg: Config) -> None:
+    validate_method(cfg.method)
     for (section, key), allowed in _CHOICES.items():
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:

@@ -13,12 +13,20 @@ import timm
 import torch
 from torch import nn
 
-from .config import Config
+from .config import Config, MethodConfig
 
 PAPER_IDS = {
     "mocov2": ["arXiv:1911.05722", "arXiv:2003.04297"],
     "mocov3": ["arXiv:2104.02057"],
+    "co2": ["arXiv:2010.02217"],
+    "xmoco": ["arXiv:2206.04676"],
+    "amcl": ["arXiv:2310.05615"],
 }
+
+
+def paper_ids(method: MethodConfig) -> list[str]:
+    """The papers behind a method: its base's, then each regularizer's."""
+    return [p for n in [method.base, *sorted(method.regularizers)] for p in PAPER_IDS.get(n, [])]
 
 
 def export_backbone(
@@ -45,7 +53,7 @@ def export_backbone(
         "crop_pct": 1.0,
         "interpolation": "bilinear",
         "license": "apache-2.0",
-        "paper_ids": ",".join(PAPER_IDS.get(cfg.method.name, [])),
+        "paper_ids": ",".join(paper_ids(cfg.method)),
         "description": f"{cfg.model.backbone} pretrained with {cfg.method.name} by xmoco-zoo on {cfg.data.dataset}",
         "origin_url": "https://github.com/xmoco-zoo/xmoco-zoo",
     }

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     loader, sampler, pretrain_ds, knn_loaders = build_loaders(cfg, channels)
     model = create_method_from_config(cfg)
-    if accelerator.num_processes > 1 and cfg.method.sync_bn and cfg.method.name.startswith("mocov3"):
+    if accelerator.num_processes > 1 and cfg.method.sync_bn and model.uses_sync_bn:
         model = convert_sync_batchnorm(model, accelerator.device)
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -1,5 +1,33 @@
 """Losses as small pure functions over L2-normalised embeddings and their similarity products."""
 
-from .infonce import at_least_fp32, contrastive_loss, info_nce, info_nce_from_sims
+from ._util import drop_positive, symmetric_kl_from_logits
+from .amcl import (
+    TemperatureNet,
+    amcl_pair_loss,
+    omega,
+    omega_minimum,
+    temperature_from_logit,
+    temperature_stats,
+)
+from .co2 import co2_consistency
+from .infonce import at_least_fp32, contrastive_loss, contrastive_loss_from_sims, info_nce, info_nce_from_sims
+from .xmoco import cross_consistency, uniformity
 
-__all__ = ["at_least_fp32", "info_nce", "info_nce_from_sims", "contrastive_loss"]
+__all__ = [
+    "TemperatureNet",
+    "amcl_pair_loss",
+    "at_least_fp32",
+    "co2_consistency",
+    "contrastive_loss",
+    "contrastive_loss_from_sims",
+    "cross_consistency",
+    "drop_positive",
+    "info_nce",
+    "info_nce_from_sims",
+    "omega",
+    "omega_minimum",
+    "symmetric_kl_from_logits",
+    "temperature_from_logit",
+    "temperature_stats",
+    "uniformity",
+]

@@ -45,6 +45,11 @@ def contrastive_loss(
         q: (N, D) normalised queries of this process. k_all: (M, D) normalised keys of every process.
         offset: N · rank, the position of this process's keys in ``k_all``.
     """
-    logits = at_least_fp32(q @ k_all.t()) / temperature
-    labels = torch.arange(q.shape[0], device=q.device) + offset
+    return contrastive_loss_from_sims(q @ k_all.t(), temperature, offset)
+
+
+def contrastive_loss_from_sims(sims: torch.Tensor, temperature: float, offset: int = 0) -> torch.Tensor:
+    """MoCo v3's ctr from the precomputed (N, M) product q·k_allᵀ (positive of row i at ``offset + i``)."""
+    logits = at_least_fp32(sims) / temperature
+    labels = torch.arange(sims.shape[0], device=sims.device) + offset
     return F.cross_entropy(logits, labels) * (2 * temperature)

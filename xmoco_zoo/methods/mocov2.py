@@ -10,20 +10,31 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import MethodConfig
-from ..distributed import gather_no_grad, shuffle_across_processes, unshuffle_across_processes, world_size
-from ..losses import at_least_fp32, info_nce_from_sims
+from ..distributed import (
+    gather_no_grad,
+    rank,
+    shuffle_across_processes,
+    unshuffle_across_processes,
+    world_size,
+)
+from ..losses import info_nce_from_sims
 from ..momentum import KeyQueue, MomentumEncoder, convert_split_bn, split_bn_permutation
-from ._common import Encoder, fp32_region, mocov2_projector
+from ._common import Encoder, mocov2_projector
 from ._registry import register_method
+from .base import MoCoBase
+from .step import Step
 
 
-class MoCoV2(nn.Module):
-    """MoCo v2 on any headless backbone. ``forward(x1, x2, momentum)`` returns a dict of loss terms."""
+class MoCoV2(MoCoBase):
+    """MoCo v2 on any headless backbone, plus ``cfg.regularizers``.
+
+    ``forward(x1, x2, momentum)`` returns a dict of loss terms (see :class:`MoCoBase`).
+    """
 
     def __init__(self, backbone: nn.Module, cfg: MethodConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        online = Encoder(backbone, mocov2_projector(backbone.num_features, cfg.hidden_dim, cfg.dim))
+        super().__init__(cfg)
+        self.num_features = backbone.num_features
+        online = Encoder(backbone, self.new_query_head()[0])
         # One process: emulate shuffle BN by normalising the batch in groups (queries and keys alike).
         # Several processes: each process's batch is one group and keys are shuffled across processes.
         self.split_bn = cfg.shuffle_bn and cfg.bn_splits > 1 and world_size() == 1
@@ -31,52 +42,67 @@ class MoCoV2(nn.Module):
             convert_split_bn(online, cfg.bn_splits)
         self.encoder = MomentumEncoder(online)
         self.queue = KeyQueue(cfg.queue_size, cfg.dim)
+        self._init_regularizers()
 
-    @property
-    def backbone(self) -> nn.Module:
-        """The online backbone (what gets evaluated and exported)."""
-        return self.encoder.online.backbone
+    def new_query_head(self) -> tuple[nn.Module, None]:
+        return mocov2_projector(self.num_features, self.cfg.hidden_dim, self.cfg.dim), None
 
     @torch.no_grad()
-    def keys(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised momentum-encoder embeddings, computed on a shuffled batch and put back in order."""
+    def keys(self, x: torch.Tensor, features: bool = False) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Momentum-encoder features (if asked) and normalised keys, computed on a shuffled batch and put
+        back in order."""
+        enc = self.encoder.momentum
         if self.cfg.shuffle_bn and world_size() > 1:
             x, unshuffle = shuffle_across_processes(x)
-            return unshuffle_across_processes(F.normalize(self.encoder.forward_momentum(x), dim=1), unshuffle)
+            h = enc.backbone(x)
+            k = F.normalize(enc.head(h), dim=1)
+            if not features:
+                return None, unshuffle_across_processes(k, unshuffle)
+            both = unshuffle_across_processes(torch.cat([k, h.to(k.dtype)], dim=1), unshuffle)
+            return both[:, k.shape[1] :], both[:, : k.shape[1]]
         if self.split_bn:
             perm = split_bn_permutation(x.shape[0], self.cfg.bn_splits).to(x.device)
-            k = F.normalize(self.encoder.forward_momentum(x[perm]), dim=1)
-            return k[torch.argsort(perm)]
-        return F.normalize(self.encoder.forward_momentum(x), dim=1)
+            inv = torch.argsort(perm)
+            h = enc.backbone(x[perm])
+            k = F.normalize(enc.head(h), dim=1)[inv]
+            return (h[inv] if features else None), k
+        h = enc.backbone(x)
+        return (h if features else None), F.normalize(enc.head(h), dim=1)
 
-    def contrast(self, q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor) -> dict[str, torch.Tensor]:
-        with fp32_region(q):
-            return self._contrast(at_least_fp32(q), at_least_fp32(k), at_least_fp32(negatives))
-
-    def _contrast(self, q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor) -> dict[str, torch.Tensor]:
-        l_pos = (q * k).sum(1)
-        l_neg = q @ negatives.t()
-        loss = info_nce_from_sims(l_pos, l_neg, self.cfg.temperature)
-        acc1 = (l_pos.detach() > l_neg.detach().max(1).values).float().mean()
-        return {"loss_nce": loss, "acc1": acc1}
-
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, momentum: float) -> dict[str, torch.Tensor]:
-        self.encoder.update(momentum)
-        # The queue is updated in place below, after autograd has saved it: read a copy.
+    def encode(self, x1: torch.Tensor, x2: torch.Tensor) -> Step:
+        # The queue is updated in place after the step, once autograd has saved it: read a copy.
         negatives = self.queue.queue.clone()
-        q1 = F.normalize(self.encoder(x1), dim=1)
-        k2 = self.keys(x2)
-        out = self.contrast(q1, k2, negatives)
-        new_keys = [k2]
-        if self.cfg.symmetric:
-            q2 = F.normalize(self.encoder(x2), dim=1)
-            k1 = self.keys(x1)
-            out2 = self.contrast(q2, k1, negatives)
-            out = {n: 0.5 * (out[n] + out2[n]) for n in out}
-            new_keys.insert(0, k1)
-        self.queue.enqueue(gather_no_grad(torch.cat(new_keys)))
-        out["loss"] = out["loss_nce"]
-        return out
+        xs = (x1, x2)
+        feats = self.needs_features
+        q: list = [None, None]
+        k: list = [None, None]
+        hq: list = [None, None]
+        hk: list = [None, None]
+        for a in (0, 1) if self.cfg.symmetric else (0,):
+            hq[a] = self.encoder.online.backbone(xs[a])
+            q[a] = F.normalize(self.encoder.online.head(hq[a]), dim=1)
+            hk[1 - a], k[1 - a] = self.keys(xs[1 - a], features=feats)
+        views = [b for b in (0, 1) if k[b] is not None]
+        # One gather for all keys: per process [k of view 0; k of view 1], in rank order (also the enqueue order).
+        self._new_keys = gather_no_grad(torch.cat([k[b] for b in views]))
+        n = k[views[0]].shape[0]
+        per_rank = self._new_keys.view(-1, len(views), n, self._new_keys.shape[1])
+        k_all: list = [None, None]
+        for i, b in enumerate(views):
+            k_all[b] = per_rank[:, i].reshape(-1, per_rank.shape[-1])
+        return Step(q, k, k_all, negatives, n * rank(), hq, hk)
+
+    def base_loss(self, step: Step) -> dict[str, torch.Tensor]:
+        losses, accs = [], []
+        for a in step.pairs:
+            l_pos, l_neg = step.positive(a), step.query_queue(a)
+            losses.append(info_nce_from_sims(l_pos, l_neg, self.cfg.temperature))
+            accs.append((l_pos.detach() > l_neg.detach().max(1).values).float().mean())
+        return {"loss_nce": sum(losses) / len(losses), "acc1": sum(accs) / len(accs)}
+
+    def after_step(self, step: Step) -> None:
+        self.queue.enqueue(self._new_keys)
+        self._new_keys = None
 
 
 @register_method(

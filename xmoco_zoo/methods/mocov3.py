@@ -12,41 +12,52 @@ from torch import nn
 from ..backbone import apply_mocov3_vit_options
 from ..config import MethodConfig
 from ..distributed import gather_no_grad, rank
-from ..losses import at_least_fp32, contrastive_loss
+from ..losses import contrastive_loss_from_sims
 from ..momentum import MomentumEncoder
-from ._common import Encoder, fp32_region, mocov3_mlp
+from ._common import Encoder, mocov3_mlp
 from ._registry import register_method
+from .base import MoCoBase
+from .step import Step
 
 
-class MoCoV3(nn.Module):
-    """MoCo v3 on any headless backbone. ``forward(x1, x2, momentum)`` returns a dict of loss terms."""
+class MoCoV3(MoCoBase):
+    """MoCo v3 on any headless backbone, plus ``cfg.regularizers``.
+
+    ``forward(x1, x2, momentum)`` returns a dict of loss terms (see :class:`MoCoBase`).
+    """
+
+    uses_sync_bn = True
 
     def __init__(self, backbone: nn.Module, cfg: MethodConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         apply_mocov3_vit_options(backbone, cfg.freeze_patch_embed, cfg.fixed_pos_embed)
-        projector = mocov3_mlp(cfg.proj_layers, backbone.num_features, cfg.hidden_dim, cfg.dim, last_bn=True)
+        self.num_features = backbone.num_features
+        projector, self.predictor = self.new_query_head()
         self.encoder = MomentumEncoder(Encoder(backbone, projector))
-        self.predictor = mocov3_mlp(
-            cfg.pred_layers, cfg.dim, cfg.pred_hidden_dim, cfg.dim, last_bn=cfg.pred_last_bn
-        )
+        self._init_regularizers()
 
-    @property
-    def backbone(self) -> nn.Module:
-        return self.encoder.online.backbone
+    def new_query_head(self) -> tuple[nn.Module, nn.Module]:
+        """A projector (shared with the momentum side) and a predictor (queries only)."""
+        c = self.cfg
+        projector = mocov3_mlp(c.proj_layers, self.num_features, c.hidden_dim, c.dim, last_bn=True)
+        predictor = mocov3_mlp(c.pred_layers, c.dim, c.pred_hidden_dim, c.dim, last_bn=c.pred_last_bn)
+        return projector, predictor
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, momentum: float) -> dict[str, torch.Tensor]:
-        self.encoder.update(momentum)
-        q1 = F.normalize(self.predictor(self.encoder(x1)), dim=1)
-        q2 = F.normalize(self.predictor(self.encoder(x2)), dim=1)
-        k1 = gather_no_grad(F.normalize(self.encoder.forward_momentum(x1), dim=1))
-        k2 = gather_no_grad(F.normalize(self.encoder.forward_momentum(x2), dim=1))
-        offset = q1.shape[0] * rank()
+    def encode(self, x1: torch.Tensor, x2: torch.Tensor) -> Step:
+        online, mom = self.encoder.online, self.encoder.momentum
+        feats = self.needs_features
+        hq = [online.backbone(x) for x in (x1, x2)]
+        q = [F.normalize(self.predictor(online.head(h)), dim=1) for h in hq]
+        with torch.no_grad():
+            hk = [mom.backbone(x) for x in (x1, x2)]
+            k = [F.normalize(mom.head(h), dim=1) for h in hk]
+        k_all = [gather_no_grad(v) for v in k]
+        return Step(q, k, k_all, None, q[0].shape[0] * rank(), hq, hk if feats else None)
+
+    def base_loss(self, step: Step) -> dict[str, torch.Tensor]:
         t = self.cfg.temperature
-        q1, q2, k1, k2 = (at_least_fp32(v) for v in (q1, q2, k1, k2))
-        with fp32_region(q1):
-            loss = contrastive_loss(q1, k2, t, offset) + contrastive_loss(q2, k1, t, offset)
-        return {"loss": loss, "loss_nce": loss}
+        loss = sum(contrastive_loss_from_sims(step.cross(a), t, step.offset) for a in step.pairs)
+        return {"loss_nce": loss}
 
 
 @register_method(
