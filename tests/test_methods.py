@@ -20,7 +20,7 @@ def _views(n=8, c=3, size=32, seed=0):
 def _small(name):
     return (
         dict(queue_size=64, bn_splits=4)
-        if name.startswith("mocov2")
+        if method_defaults(name)["method"]["base"] == "mocov2"
         else dict(hidden_dim=64, pred_hidden_dim=64)
     )
 
@@ -133,7 +133,7 @@ def test_split_bn_is_used_in_one_process_and_keys_come_back_in_order():
     model.eval()  # eval BN: keys must not depend on the batch order
     x, _ = _views(8)
     with torch.no_grad():
-        k = model.keys(x)
+        k = model.keys(x)[1]
         ref = torch.nn.functional.normalize(model.encoder.momentum(x), dim=1)
     torch.testing.assert_close(k, ref)
 

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .infonce import at_least_fp32
+
 
 class TemperatureNet(nn.Module):
     """φ: τ = τ_min + (τ_max − τ_min)·sigmoid(φ([z_a; z_b])), φ = Linear(2D, hidden)-ReLU-Linear(hidden, 1)."""
@@ -25,8 +27,9 @@ class TemperatureNet(nn.Module):
         self.net = nn.Sequential(nn.Linear(2 * dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
 
     def forward(self, za: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
-        """(…, D), (…, D) → (…) temperatures; runs in float32."""
-        u = self.net(torch.cat([za, zb], dim=-1).float()).squeeze(-1)
+        """(…, D), (…, D) → (…) temperatures; runs in float32 (float64 inputs stay float64)."""
+        x = at_least_fp32(torch.cat([za, zb], dim=-1))
+        u = self.net(x.to(self.net[0].weight.dtype) if self.net[0].weight.dtype == torch.float64 else x).squeeze(-1)
         return temperature_from_logit(u, self.tau_min, self.tau_max)
 
 
