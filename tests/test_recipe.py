@@ -115,7 +115,7 @@ def _image_folder(root, classes=2, per_class=8, size=224):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config", ["mocov2_resnet50_in1k", "mocov3_resnet50_in1k", "mocov3_vit_small_in1k"])
+@pytest.mark.parametrize("config", sorted(p.stem for p in (ROOT / "recipes/configs").glob("*_in1k.yaml")))
 def test_imagenet_configs_run_two_steps_on_224px_image_folder(tmp_path, config):
     data = _image_folder(tmp_path / "imagenet")
     out = tmp_path / "run"

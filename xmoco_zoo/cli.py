@@ -70,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
 
         for name in list_methods():
             print(f"{name:10s} {get_method_entry(name).description}")
+        print(
+            "\nCompose any base (mocov2, mocov3) with any regularizers (co2, xmoco, amcl), e.g.\n"
+            '  xmoco-zoo pretrain --config CONFIG method.base=mocov3 "method.regularizers=[co2,xmoco]"\n'
+            "Equations, config keys and interpretive choices: docs/methods.md"
+        )
         return 0
     return 1
 

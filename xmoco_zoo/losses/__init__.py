@@ -6,6 +6,7 @@ from .amcl import (
     amcl_pair_loss,
     omega,
     omega_minimum,
+    omega_shifted,
     temperature_from_logit,
     temperature_stats,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "info_nce_from_sims",
     "omega",
     "omega_minimum",
+    "omega_shifted",
     "symmetric_kl_from_logits",
     "temperature_from_logit",
     "temperature_stats",

@@ -29,7 +29,9 @@ class TemperatureNet(nn.Module):
     def forward(self, za: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
         """(…, D), (…, D) → (…) temperatures; runs in float32 (float64 inputs stay float64)."""
         x = at_least_fp32(torch.cat([za, zb], dim=-1))
-        u = self.net(x.to(self.net[0].weight.dtype) if self.net[0].weight.dtype == torch.float64 else x).squeeze(-1)
+        u = self.net(
+            x.to(self.net[0].weight.dtype) if self.net[0].weight.dtype == torch.float64 else x
+        ).squeeze(-1)
         return temperature_from_logit(u, self.tau_min, self.tau_max)
 
 
@@ -42,6 +44,11 @@ def omega(tau: torch.Tensor, m: float) -> torch.Tensor:
     return 1.0 / tau + 0.5 * m * torch.log(tau)
 
 
+def omega_shifted(tau: torch.Tensor, m: float) -> torch.Tensor:
+    """Ω(τ) − Ω(2/m) ≥ 0: the same gradients as Ω, and a loss whose every term is non-negative."""
+    return omega(tau, m) - (0.5 * m + 0.5 * m * math.log(2.0 / m))
+
+
 def amcl_pair_loss(
     s_pos: torch.Tensor,
     s_neg: torch.Tensor,
@@ -50,7 +57,7 @@ def amcl_pair_loss(
     beta: float,
     m: float,
 ) -> torch.Tensor:
-    """ℓ = softplus(−2s⁺/τ⁺) + softplus(2s⁻/τ⁻) + β·[Ω(τ⁺) + Ω(τ⁻)], mean over anchors.
+    """ℓ = softplus(−2s⁺/τ⁺) + softplus(2s⁻/τ⁻) + β·[Ω̃(τ⁺) + Ω̃(τ⁻)], mean over anchors (Ω̃ = Ω − min Ω).
 
     Shape:
         s_pos, tau_pos: (N,) the positive pair of each anchor.
@@ -61,8 +68,8 @@ def amcl_pair_loss(
         t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
         for t in (s_pos, s_neg, tau_pos, tau_neg)
     )
-    pos = F.softplus(-2.0 * s_pos / tau_pos) + beta * omega(tau_pos, m)
-    neg = F.softplus(2.0 * s_neg / tau_neg) + beta * omega(tau_neg, m)
+    pos = F.softplus(-2.0 * s_pos / tau_pos) + beta * omega_shifted(tau_pos, m)
+    neg = F.softplus(2.0 * s_neg / tau_neg) + beta * omega_shifted(tau_neg, m)
     if neg.dim() == 2:
         neg = neg.mean(1)
     return (pos + neg).mean()

@@ -144,19 +144,25 @@ class AMCL(Regularizer):
 
     def forward(self, step: Step) -> dict[str, torch.Tensor]:
         heads = self._head_embeddings(step)
-        losses, taus_pos, taus_neg = [], [], []
+        losses, taus_pos, taus_neg, sims_pos, sims_neg = [], [], [], [], []
         with fp32_region(step.q[step.pairs[0]]):
             for c, h in enumerate(heads):
                 for a in step.pairs:
                     z, kp = h["q"][a], h["k"][1 - a]
                     s_pos = (z * kp).sum(1)
-                    tau_pos = self.phi[c](z, kp)
+                    zt = z.detach() if self.c.detach_phi_input else z
+                    tau_pos = self.phi[c](zt, kp)
                     z_neg, s_neg = self._negatives(step, h, c, a, z)
-                    tau_neg = self.phi[c](z.unsqueeze(1).expand_as(z_neg) if z_neg.dim() == 3 else z, z_neg)
+                    tau_neg = self.phi[c](zt.unsqueeze(1).expand_as(z_neg) if z_neg.dim() == 3 else zt, z_neg)
                     losses.append(amcl_pair_loss(s_pos, s_neg, tau_pos, tau_neg, self.c.beta, self.m))
+                    sims_pos.append(s_pos.detach().mean())
+                    sims_neg.append(s_neg.detach().mean())
                     taus_pos.append(tau_pos.detach().flatten())
                     taus_neg.append(tau_neg.detach().flatten())
         out = {"loss_amcl": sum(losses) * (len(heads) / len(losses))}  # sum over heads, mean over pairs
+        # Mean cosine of the positives and of the negatives used: a collapse shows as both going to 1.
+        out["amcl_sim_pos"] = torch.stack(sims_pos).mean()
+        out["amcl_sim_neg"] = torch.stack(sims_neg).mean()
         for side, taus in (("pos", taus_pos), ("neg", taus_neg)):
             for stat, v in temperature_stats(torch.cat(taus), self.c.tau_min, self.c.tau_max).items():
                 out[f"amcl_tau_{side}_{stat}"] = v

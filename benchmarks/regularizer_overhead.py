@@ -1,0 +1,109 @@
+"""Step time of each regularized method over MoCo v2, measured side by side in one run.
+
+Interleaved repetitions (every method once per round, in a rotated order), medians, ratios to the
+baseline. Synthetic inputs: this measures the training step (forward, backward, optimizer, momentum
+update, enqueue), not data loading.
+
+    python benchmarks/regularizer_overhead.py                       # resnet18, 32 px, batch 256, queue 4096
+    python benchmarks/regularizer_overhead.py --rounds 15 --threads 2 --json out.json
+
+XMoCo encodes both views as queries (its S12 and S21 need q1 and q2), so it is also compared with
+symmetric MoCo v2, which does the same backbone work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+from xmoco_zoo import create_method
+
+METHODS = {
+    "mocov2": {},
+    "mocov2_symmetric": {"symmetric": True},
+    "co2": {},
+    "xmoco": {},
+    "amcl": {"amcl": {"heads": 3}},
+}
+RATIOS = [("co2", "mocov2"), ("xmoco", "mocov2_symmetric"), ("xmoco", "mocov2"), ("amcl", "mocov2")]
+
+
+def build(name: str, args: argparse.Namespace):
+    method = "mocov2" if name.startswith("mocov2") else name
+    torch.manual_seed(0)
+    model = create_method(method, args.backbone, queue_size=args.queue, **METHODS[name])
+    model = model.to(memory_format=torch.channels_last).train()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.03, momentum=0.9)
+    return model, opt
+
+
+def step(model, opt, x1, x2) -> float:
+    t0 = time.perf_counter()
+    out = model(x1, x2, 0.99)
+    out["loss"].backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backbone", default="resnet18")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--queue", type=int, default=4096)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    g = torch.Generator().manual_seed(0)
+    shape = (args.batch, 3, args.image_size, args.image_size)
+    x1 = torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last)
+    x2 = torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last)
+    runs = {n: build(n, args) for n in args.methods}
+    for model, opt in runs.values():
+        for _ in range(args.warmup):
+            step(model, opt, x1, x2)
+    times: dict[str, list[float]] = {n: [] for n in runs}
+    names = list(runs)
+    for r in range(args.rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for n in order:
+            times[n].append(step(*runs[n], x1, x2))
+        print(
+            f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {times[n][-1]:.3f}s" for n in names),
+            file=sys.stderr,
+        )
+
+    med = {n: statistics.median(v) for n, v in times.items()}
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}",
+        "setting": f"{args.backbone}, {args.image_size} px, batch {args.batch}, queue {args.queue}, rounds {args.rounds}",
+        "median_step_s": med,
+        "ratios": {f"{a}/{b}": med[a] / med[b] for a, b in RATIOS if a in med and b in med},
+    }
+    print(f"\n{result['setting']}; {result['machine']}")
+    print(f"{'method':<18} {'median step (s)':>16}")
+    for n in names:
+        print(f"{n:<18} {med[n]:>16.3f}")
+    print()
+    for k, v in result["ratios"].items():
+        print(f"{k:<28} {v:.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()
