@@ -52,6 +52,16 @@ def step(model, opt, x1, x2) -> float:
     return time.perf_counter() - t0
 
 
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", default="resnet18")
@@ -87,7 +97,7 @@ def main(argv=None) -> dict:
 
     med = {n: statistics.median(v) for n, v in times.items()}
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}",
+        "machine": f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}",
         "setting": f"{args.backbone}, {args.image_size} px, batch {args.batch}, queue {args.queue}, rounds {args.rounds}",
         "median_step_s": med,
         "ratios": {f"{a}/{b}": med[a] / med[b] for a, b in RATIOS if a in med and b in med},

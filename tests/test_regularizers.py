@@ -316,9 +316,12 @@ def test_amcl_logs_temperatures_and_replaces_the_base_loss_by_default():
     for side in ("pos", "neg"):
         for stat in ("mean", "min", "max", "at_bound"):
             assert f"amcl_tau_{side}_{stat}" in out
-    assert not out["loss_nce"].requires_grad and torch.equal(out["loss"], out["loss_amcl"])
+    weight = model.cfg.amcl.weight
+    assert not out["loss_nce"].requires_grad
+    assert torch.allclose(out["loss"], weight * out["loss_amcl"])
     kept = _small_method("amcl", {"amcl": {"keep_base_loss": True}})(*_views(), momentum=0.99)
-    assert torch.allclose(kept["loss"], kept["loss_nce"] + kept["loss_amcl"])
+    assert kept["loss_nce"].requires_grad
+    assert torch.allclose(kept["loss"], kept["loss_nce"] + weight * kept["loss_amcl"])
     assert len(model.regularizers["amcl"].heads) == 2 and len(model.regularizers["amcl"].queues) == 2
 
 
