@@ -13,10 +13,12 @@ import re
 import shutil
 from pathlib import Path
 
-from .config import Config
+from .config import Config, to_yaml
+from .results import EvalRecord, write_result
 
 _NAME = re.compile(r"^epoch_(\d{4,})$")
 META = "xmoco_meta.json"
+CONFIG = "config.yaml"  # the resolved run config, so a checkpoint can be exported on its own
 
 
 class CheckpointError(RuntimeError):
@@ -47,7 +49,17 @@ def list_checkpoints(root: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def save_checkpoint(accelerator, root: Path, epoch: int, cfg: Config, keep: int = 2) -> Path:
+def save_checkpoint(
+    accelerator,
+    root: Path,
+    epoch: int,
+    cfg: Config,
+    keep: int = 2,
+    training: dict | None = None,
+    results: list[EvalRecord] | tuple = (),
+) -> Path:
+    """Save the full training state (Accelerate) plus what an export needs: the resolved config, the
+    training facts (``training``: steps, batch, processes, command, commit) and the measured results."""
     root = Path(root)
     final = root / f"epoch_{epoch:04d}"
     tmp = root / f".tmp-epoch_{epoch:04d}"
@@ -64,8 +76,12 @@ def save_checkpoint(accelerator, root: Path, epoch: int, cfg: Config, keep: int 
             "backbone": cfg.model.backbone,
             "model_kwargs": dict(cfg.model.kwargs),
             "epoch": epoch,
+            "training": dict(training or {}),
         }
         (tmp / META).write_text(json.dumps(meta, indent=2))
+        (tmp / CONFIG).write_text(to_yaml(cfg))
+        for record in results:
+            write_result(tmp, record)
         _fsync_tree(tmp)
         if final.exists():
             shutil.rmtree(final)

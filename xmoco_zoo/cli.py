@@ -1,7 +1,12 @@
 """The ``xmoco-zoo`` command.
 
 xmoco-zoo pretrain --config recipes/configs/mocov2_fmnist.yaml [key=value ...] [--resume]
-xmoco-zoo knn local-dir:runs/mocov2_fmnist/backbone --baselines
+xmoco-zoo knn local-dir:runs/mocov2_fmnist/backbone --baselines     # also stores the result beside the model
+xmoco-zoo export runs/mocov2_fmnist OUT [--repo-id ORG/NAME]         # a run, or one of its checkpoints
+xmoco-zoo convert moco_v2_800ep_pretrain.pth.tar OUT                 # official MoCo v1/v2/v3 checkpoints
+xmoco-zoo card OUT [--repo-id ORG/NAME]                              # re-render the model card
+xmoco-zoo push OUT ORG/NAME [--dry-run]                              # token: HF_TOKEN or `hf auth login`
+xmoco-zoo list [--hub-dir hub]                                       # the published models
 xmoco-zoo methods
 """
 
@@ -36,6 +41,84 @@ def _knn(args: argparse.Namespace) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"k": args.k, "t": args.t, "top1": rows}, f, indent=2)
+    if args.model.startswith("local-dir:") and not args.no_save:
+        from pathlib import Path
+
+        from .card import META_KEY, read_folder_config, write_model_card
+        from .results import EvalRecord, current_command, write_result
+
+        folder = Path(args.model[len("local-dir:") :])
+        value = rows.pop(args.model)
+        record = EvalRecord(
+            metric="top1",
+            value=round(value, 4),
+            protocol="knn",
+            protocol_args={"k": args.k, "t": args.t, "bank": 60000, "queries": 10000},
+            dataset="fashion_mnist",
+            split="test",
+            command=current_command(),
+            baselines={name: round(v, 4) for name, v in rows.items()},
+            model=args.model,
+        )
+        print(f"stored in {write_result(folder, record)}")
+        if read_folder_config(folder).get(META_KEY):
+            print(f"model card updated: {write_model_card(folder)}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_checkpoint
+
+    out = export_checkpoint(args.source, args.out, repo_id=args.repo_id)
+    print(f"exported to {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
+    print(f"load it with timm.create_model('local-dir:{out}', pretrained=True)")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .convert import convert_moco_checkpoint
+
+    model_args = json.loads(args.model_args) if args.model_args else None
+    info = convert_moco_checkpoint(
+        args.source, args.out, layout=args.layout, arch=args.arch, model_args=model_args
+    )
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def _card(args: argparse.Namespace) -> int:
+    from .card import write_model_card
+
+    print(f"wrote {write_model_card(args.folder, args.repo_id)}")
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from .hub import push_folder
+
+    res = push_folder(
+        args.folder,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.message,
+        dry_run=args.dry_run,
+    )
+    total = sum(size for _, size in res.files)
+    verb = "would upload" if res.dry_run else "uploaded"
+    print(f"{verb} {len(res.files)} files ({total / 1e6:.2f} MB) to {res.repo_id}:")
+    for name, size in res.files:
+        print(f"  {name:<40} {size:>12,d} B")
+    if not res.dry_run:
+        print(f"done: {res.url} (commit {res.commit})")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from .hub import format_rows, list_published
+
+    rows = list_published(args.hub_dir)
+    print(json.dumps(rows, indent=2) if args.json else format_rows(rows))
     return 0
 
 
@@ -61,10 +144,50 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--seed", type=int, default=0)
     k.add_argument("--data-root", default=None)
     k.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    k.add_argument(
+        "--no-save",
+        action="store_true",
+        help="do not store the result in the model folder's results/ (local-dir: models only)",
+    )
+    e = sub.add_parser(
+        "export", help="export a training run or checkpoint as a timm Hub folder with its card"
+    )
+    e.add_argument(
+        "source", help="a run folder (runs/X: its newest checkpoint) or runs/X/checkpoints/epoch_NNNN"
+    )
+    e.add_argument("out", help="the folder to write (replaced if it is a previous export)")
+    e.add_argument("--repo-id", default=None, help="ORG/NAME the card's usage code loads from (hf-hub:)")
+    c = sub.add_parser("convert", help="convert an official MoCo v1/v2/v3 checkpoint to a timm Hub folder")
+    c.add_argument("source", help=".pth/.pth.tar (loaded with weights_only=True) or .safetensors")
+    c.add_argument("out")
+    c.add_argument("--layout", default="auto", choices=["auto", "mocov1", "mocov2", "mocov3"])
+    c.add_argument("--arch", default=None, help="timm architecture (default: from the checkpoint)")
+    c.add_argument("--model-args", default=None, help="JSON constructor kwargs, e.g. '{\"num_heads\": 12}'")
+    cd = sub.add_parser("card", help="re-render a model folder's README.md from its config and results")
+    cd.add_argument("folder")
+    cd.add_argument("--repo-id", default=None)
+    pu = sub.add_parser("push", help="push a model folder to the Hugging Face Hub")
+    pu.add_argument("folder")
+    pu.add_argument("repo_id", help="ORG/NAME")
+    pu.add_argument("--dry-run", action="store_true", help="list the files, upload nothing")
+    pu.add_argument("--private", action="store_true")
+    pu.add_argument("--revision", default=None)
+    pu.add_argument("--message", default=None, help="commit message")
+    ls = sub.add_parser("list", help="list the published models (hub/)")
+    ls.add_argument("--hub-dir", default="hub")
+    ls.add_argument("--json", action="store_true")
     sub.add_parser("methods", help="list the registered methods")
     args = p.parse_args(argv)
-    if args.cmd == "knn":
-        return _knn(args)
+    handlers = {
+        "knn": _knn,
+        "export": _export,
+        "convert": _convert,
+        "card": _card,
+        "push": _push,
+        "list": _list,
+    }
+    if args.cmd in handlers:
+        return handlers[args.cmd](args)
     if args.cmd == "methods":
         from .methods import get_method_entry, list_methods
 

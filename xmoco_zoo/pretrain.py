@@ -29,11 +29,12 @@ from .augment import TwoViews, eval_transform
 from .config import Config, load_config, to_dict, to_yaml
 from .data import EpochSampler, TransformDataset, TwoViewDataset, labelled_splits, subset
 from .distributed import convert_sync_batchnorm
-from .export import export_backbone
+from .export import export_model
 from .knn import extract_features, knn_accuracy
 from .logging import CSVTracker, flatten
 from .methods import create_method_from_config
 from .optim import create_optimizer, set_lr
+from .results import EvalRecord, current_command, git_commit, read_results
 from .schedules import cosine_lr, momentum_at
 
 
@@ -108,6 +109,28 @@ def knn_monitor(accelerator: Accelerator, backbone: torch.nn.Module, loaders: tu
     return knn_accuracy(train_f, train_y, test_f, test_y, cfg.knn.k, cfg.knn.temperature)
 
 
+def knn_record(cfg: Config, top1: float, init: float | None, epoch: int, loaders: tuple) -> EvalRecord:
+    """The kNN monitor's result, stored with the checkpoint and the export (and shown on the model card)."""
+    return EvalRecord(
+        metric="top1",
+        value=round(float(top1), 4),
+        protocol="knn",
+        protocol_args={
+            "k": cfg.knn.k,
+            "t": cfg.knn.temperature,
+            "bank": len(loaders[0].dataset),
+            "queries": len(loaders[1].dataset),
+        },
+        dataset=cfg.data.dataset,
+        split="val" if cfg.data.dataset == "imagefolder" else "test",
+        command=current_command(),
+        baselines={"same architecture, random init (this run's initialisation)": round(init, 4)}
+        if init is not None
+        else {},
+        notes=f"the training run's kNN monitor after epoch {epoch}",
+    )
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     cfg = load_config(args.config, args.overrides)
@@ -174,6 +197,18 @@ def main(argv: list[str] | None = None) -> dict:
 
     stop_epoch = min(cfg.train.epochs, cfg.train.stop_after_epoch or cfg.train.epochs)
     done = state.step >= (cfg.train.max_steps or math.inf)
+    commit = git_commit()
+    command = current_command()
+    # The results of the checkpoint resumed from carry over until a new kNN measurement replaces them.
+    results: list[EvalRecord] = read_results(path) if (args.resume or args.resume_from) else []
+    training = {
+        "epochs": state.epoch,
+        "steps": state.step,
+        "batch_size": total_batch,
+        "processes": accelerator.num_processes,
+        "command": command,
+        "commit": commit,
+    }
     model.train()
     while state.epoch < stop_epoch and not done:
         epoch = state.epoch
@@ -243,7 +278,24 @@ def main(argv: list[str] | None = None) -> dict:
             accelerator.print(
                 f"epoch {state.epoch}: kNN top-1 {state.knn_top1:.2f}% (k={cfg.knn.k}, t={cfg.knn.temperature})"
             )
-        ckpt.save_checkpoint(accelerator, ckpt_root, state.epoch, cfg, keep=cfg.train.keep_checkpoints)
+            results = [knn_record(cfg, state.knn_top1, state.knn_init, state.epoch, knn_loaders)]
+        training = {
+            "epochs": state.epoch,
+            "steps": state.step,
+            "batch_size": total_batch,
+            "processes": accelerator.num_processes,
+            "command": command,
+            "commit": commit,
+        }
+        ckpt.save_checkpoint(
+            accelerator,
+            ckpt_root,
+            state.epoch,
+            cfg,
+            keep=cfg.train.keep_checkpoints,
+            training=training,
+            results=results,
+        )
 
     summary = {
         "epochs_done": state.epoch,
@@ -253,7 +305,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if accelerator.is_main_process:
         if cfg.train.export:
-            export_backbone(method.backbone, out_dir / "backbone", cfg)
+            export_model(method.backbone, out_dir / "backbone", cfg, training=training, results=results)
             summary["export"] = str(out_dir / "backbone")
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     accelerator.wait_for_everyone()
