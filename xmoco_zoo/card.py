@@ -270,7 +270,12 @@ def render_model_card(
 def write_model_card(
     folder: str | Path, repo_id: str | None = None, local_path: str | Path | None = None
 ) -> Path:
-    """Render the card and write it to ``folder/README.md``."""
+    """Render the card and write it to ``folder/README.md``; a ``repo_id`` is also recorded in config.json."""
+    if repo_id:
+        cfg = read_folder_config(folder)
+        if cfg.get(META_KEY) and cfg[META_KEY].get("repo_id") != repo_id:
+            cfg[META_KEY]["repo_id"] = repo_id
+            (Path(folder) / "config.json").write_text(json.dumps(cfg, indent=2))
     card = render_model_card(folder, repo_id, local_path)
     path = Path(folder) / CARD
     card.save(str(path))

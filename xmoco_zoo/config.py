@@ -153,6 +153,9 @@ class DataConfig:
     synthetic_size: int = 512
     synthetic_classes: int = 10
     synthetic_image_size: int = 32
+    # imagefolder: a file that cannot be decoded is replaced by the next readable image, with a warning, and
+    # counted (logged as data/bad_images) -- skip; or stops the run naming the file -- error.
+    on_bad_image: str = "skip"
 
 
 @dataclass
@@ -187,6 +190,9 @@ class TrainConfig:
     # Stop this run after this many epochs while the schedules still span `epochs` (resume later).
     stop_after_epoch: int | None = None
     max_steps: int | None = None  # hard cap on optimizer steps (smoke tests)
+    # Drop the last short batch of each epoch (MoCo's convention). false: several processes get the short
+    # batch completed to full batches by Accelerate (with the epoch's first samples); one process trains on it.
+    drop_last: bool = True
     keep_checkpoints: int = 2
     log_every: int = 10  # steps
     trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
@@ -208,6 +214,7 @@ _CHOICES = {
     ("method", "momentum_schedule"): ("constant", "cosine"),
     ("aug", "preset"): ("mocov2", "mocov3"),
     ("data", "dataset"): ("fashion_mnist", "imagefolder", "synthetic"),
+    ("data", "on_bad_image"): ("skip", "error"),
     ("train", "optimizer"): ("sgd", "lars", "adamw"),
 }
 
@@ -222,15 +229,8 @@ def _merge(base: Any, layer: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {msg}" + (f" (key: {full_key})" if full_key else "")) from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Build a Config from the defaults, the method's registered defaults, a YAML file and overrides.
-
-    Args:
-        path: YAML file (optional).
-        overrides: ``a.b=value`` strings; values are parsed as YAML (``model.kwargs={in_chans: 1}``).
-    """
-    from .methods import method_layers  # late: methods import this module
-
+def read_layers(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Any, Any]:
+    """The YAML file's layer (empty without a file) and the ``a.b=value`` overrides' layer, unmerged."""
     file_layer = OmegaConf.create({})
     if path is not None:
         path = Path(path)
@@ -240,8 +240,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     for o in overrides:
         if "=" not in o:
             raise ConfigError(f"override {o!r} is not of the form key=value (e.g. train.epochs=10)")
-    cli_layer = OmegaConf.from_dotlist(list(overrides))
+    return file_layer, OmegaConf.from_dotlist(list(overrides))
 
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build a Config from the defaults, the method's registered defaults, a YAML file and overrides.
+
+    Args:
+        path: YAML file (optional).
+        overrides: ``a.b=value`` strings; values are parsed as YAML (``model.kwargs={in_chans: 1}``).
+    """
+    from .methods import method_layers  # late: methods import this module
+
+    file_layer, cli_layer = read_layers(path, overrides)
     schema = OmegaConf.structured(Config)
     # Find the method (preset name, and a base set explicitly) first so its defaults slot in under the
     # file and the command line.

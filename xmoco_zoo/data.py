@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import struct
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,6 +40,14 @@ _FMNIST_FILES = {
 
 class DatasetNotFoundError(FileNotFoundError):
     """The data is not where the config says; the message lists where we looked and how to get it."""
+
+
+class BadImageError(RuntimeError):
+    """An image file that cannot be decoded (``data.on_bad_image=error``), or a folder with no readable image."""
+
+
+class BadImageWarning(UserWarning):
+    """An unreadable image was skipped (``data.on_bad_image=skip``)."""
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -167,10 +177,63 @@ def synthetic(
     return TensorImageDataset(images, labels)
 
 
-def image_folder(root: str | Path) -> Dataset:
-    """An ImageNet-layout folder (``root/<class>/<image>``), decoded to uint8 RGB tensors."""
-    from torchvision.datasets import ImageFolder
+def decode_rgb(path: str) -> torch.Tensor:
+    """An image file as a uint8 RGB tensor (C, H, W)."""
     from torchvision.io import ImageReadMode, decode_image
+
+    return decode_image(path, mode=ImageReadMode.RGB)
+
+
+class ReadableImages(Dataset):
+    """An ImageFolder whose unreadable files (corrupt, truncated, not an image) do not stop an epoch.
+
+    ``on_bad="skip"``: sample ``i`` that cannot be decoded is replaced by the next readable one (``i+1``, ...,
+    deterministic, so a resumed run sees the same data) with label ``-1``, which marks it for the training
+    loop to count and for the kNN monitor to leave out; a :class:`BadImageWarning` names the file.
+    ``on_bad="error"``: a :class:`BadImageError` naming the file.
+    """
+
+    def __init__(self, folder: Dataset, on_bad: str = "skip") -> None:
+        if on_bad not in ("skip", "error"):
+            raise ValueError(f"on_bad_image={on_bad!r}: use 'skip' or 'error'")
+        self.folder, self.on_bad = folder, on_bad
+        self.classes = folder.classes
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        n = len(self.folder)
+        for attempt in range(n):
+            path, target = self.folder.samples[(i + attempt) % n]
+            try:
+                image = self.folder.loader(path)
+            except (RuntimeError, OSError, ValueError) as e:
+                # torchvision's messages start with the C++ function and source line: keep the reason only.
+                reason = re.sub(
+                    r"^\w+, \S+:\d+, ", "", str(e).strip().splitlines()[0] if str(e).strip() else ""
+                )
+                if self.on_bad == "error":
+                    raise BadImageError(
+                        f"{path}: cannot be decoded ({reason or type(e).__name__}); remove or replace the file, "
+                        "or set data.on_bad_image=skip to skip such files with a warning"
+                    ) from e
+                warnings.warn(
+                    f"unreadable image skipped: {path} ({reason or type(e).__name__})",
+                    BadImageWarning,
+                    stacklevel=2,
+                )
+                continue
+            return image, (target if attempt == 0 else -1)
+        raise BadImageError(f"no readable image in {self.folder.root}")
+
+
+def image_folder(root: str | Path, on_bad_image: str = "skip") -> ReadableImages:
+    """An ImageNet-layout folder (``root/<class>/<image>``), decoded to uint8 RGB tensors.
+
+    Unreadable files are skipped (label -1, a warning) or an error, see :class:`ReadableImages`.
+    """
+    from torchvision.datasets import ImageFolder
 
     root = Path(root)
     if not root.is_dir():
@@ -178,11 +241,7 @@ def image_folder(root: str | Path) -> Dataset:
             f"image folder {root} does not exist: point data.root at a folder with train/ (and val/) in "
             "ImageNet layout: <split>/<class>/<image>.jpg"
         )
-
-    def load(path: str) -> torch.Tensor:
-        return decode_image(path, mode=ImageReadMode.RGB)
-
-    return ImageFolder(str(root), loader=load)
+    return ReadableImages(ImageFolder(str(root), loader=decode_rgb), on_bad_image)
 
 
 class TwoViewDataset(Dataset):
@@ -273,7 +332,8 @@ def labelled_splits(cfg, channels: int) -> tuple[Dataset, Dataset | None]:
         val_dir = root / "val"
         if channels != 3:
             raise ValueError("imagefolder data is decoded as RGB: use model.kwargs.in_chans=3")
-        return image_folder(train_dir), (image_folder(val_dir) if val_dir.is_dir() else None)
+        bad = d.on_bad_image
+        return image_folder(train_dir, bad), (image_folder(val_dir, bad) if val_dir.is_dir() else None)
     raise ValueError(f"unknown data.dataset {d.dataset!r}")
 
 

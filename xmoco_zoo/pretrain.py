@@ -6,6 +6,12 @@
 
 Reads top to bottom: config, accelerator, data, method, optimizer, ``prepare``, resume, loop (step:
 schedules → forward → backward → log; epoch: kNN monitor → atomic checkpoint), export.
+
+Faults: a NaN/inf loss stops the run naming the step and the term (the last checkpoint is kept); SIGTERM
+finishes the current step, writes a checkpoint (mid-epoch if need be: ``--resume`` then continues from that
+exact batch) and exits with status 143; after a ``kill -9``, ``--resume`` continues from the last complete
+checkpoint. Test hook (tests/test_faults.py, not an option): ``XMOCO_TEST_SIGNAL_AT_STEP=N:KILL|TERM|TERMGROUP[:RANK]``
+makes the process send itself that signal right after optimizer step N (on every rank, or on RANK only).
 """
 
 from __future__ import annotations
@@ -13,7 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -42,21 +51,86 @@ class NonFiniteLossError(RuntimeError):
     """A loss term became NaN or inf; training stops and the last good checkpoint is kept."""
 
 
+class TrainingInterrupted(SystemExit):
+    """SIGTERM: the checkpoint is written and the process exits with 128 + SIGTERM = 143."""
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGTERM)
+
+
 class TrainState:
     """The loop counters, saved in each checkpoint (Accelerate ``register_for_checkpointing``)."""
 
     def __init__(self) -> None:
         self.step = 0
-        self.epoch = 0
+        self.epoch = 0  # complete epochs
+        self.epoch_step = 0  # batches done in the current epoch (non-zero only in a mid-epoch checkpoint)
+        self.total_batch: int | None = None  # processes x batch, to check a mid-epoch resume
         self.knn_top1: float | None = None
         self.knn_init: float | None = None  # kNN of the random initialisation (knn.at_start)
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "epoch": self.epoch, "knn_top1": self.knn_top1, "knn_init": self.knn_init}
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "epoch_step": self.epoch_step,
+            "total_batch": self.total_batch,
+            "knn_top1": self.knn_top1,
+            "knn_init": self.knn_init,
+        }
 
     def load_state_dict(self, d: dict) -> None:
         self.step, self.epoch = int(d["step"]), int(d["epoch"])
+        self.epoch_step, self.total_batch = int(d.get("epoch_step", 0)), d.get("total_batch")
         self.knn_top1, self.knn_init = d.get("knn_top1"), d.get("knn_init")
+
+
+class StopOnSigterm:
+    """While active, SIGTERM only sets ``requested``: the loop finishes its step, checkpoints and exits.
+
+    A second SIGTERM exits at once (the default action). Outside the main thread it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> StopOnSigterm:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+        self.requested = True
+        print("SIGTERM: finishing this step, then writing a checkpoint", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _test_signal_hook(step: int, rank: int) -> None:
+    """``XMOCO_TEST_SIGNAL_AT_STEP=N:KILL|TERM|TERMGROUP[:RANK]``: after step N, send this process (TERMGROUP:
+    its whole process group, loader workers included) the signal. A test hook."""
+    spec = os.environ.get("XMOCO_TEST_SIGNAL_AT_STEP")
+    if not spec:
+        return
+    n, sig, *only = spec.split(":")
+    if int(n) == step and (not only or int(only[0]) == rank):
+        if sig == "TERMGROUP":
+            os.killpg(os.getpgid(0), signal.SIGTERM)
+        else:
+            os.kill(os.getpid(), {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM}[sig])
+
+
+def _worker_ignores_sigterm(worker_id: int) -> None:
+    """DataLoader workers ignore SIGTERM: sent to the whole process group (Slurm, ``kill -TERM -PGID``), it
+    would kill them and the next batch would raise before the main process could write its checkpoint. They
+    exit with the main process."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -85,9 +159,12 @@ def build_loaders(
         batch_size=cfg.train.batch_size,
         sampler=sampler,
         num_workers=workers,
-        drop_last=True,
+        # MoCo's convention; with drop_last=false a short last batch is padded by Accelerate to a full batch
+        # per process under several processes, and reaches the method as is in one process.
+        drop_last=cfg.train.drop_last,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=False,
+        worker_init_fn=_worker_ignores_sigterm,
     )
     knn_loaders = None
     if cfg.knn.enabled and test_split is not None:
@@ -97,7 +174,10 @@ def build_loaders(
         bank = TransformDataset(subset(train_split, cfg.knn.max_train, cfg.train.seed), tf)
         query = TransformDataset(subset(test_split, cfg.knn.max_test, cfg.train.seed), tf)
         knn_loaders = tuple(
-            DataLoader(d, batch_size=cfg.knn.batch_size, num_workers=workers) for d in (bank, query)
+            DataLoader(
+                d, batch_size=cfg.knn.batch_size, num_workers=workers, worker_init_fn=_worker_ignores_sigterm
+            )
+            for d in (bank, query)
         )
     return loader, sampler, pretrain_ds, knn_loaders
 
@@ -106,6 +186,9 @@ def knn_monitor(accelerator: Accelerator, backbone: torch.nn.Module, loaders: tu
     cl = cfg.model.channels_last
     train_f, train_y = extract_features(backbone, loaders[0], accelerator, "kNN bank", channels_last=cl)
     test_f, test_y = extract_features(backbone, loaders[1], accelerator, "kNN queries", channels_last=cl)
+    # Unreadable images (data.on_bad_image=skip) come back with label -1: leave them out of the bank and queries.
+    train_f, train_y = train_f[train_y >= 0], train_y[train_y >= 0]
+    test_f, test_y = test_f[test_y >= 0], test_y[test_y >= 0]
     return knn_accuracy(train_f, train_y, test_f, test_y, cfg.knn.k, cfg.knn.temperature)
 
 
@@ -131,7 +214,17 @@ def knn_record(cfg: Config, top1: float, init: float | None, epoch: int, loaders
     )
 
 
+def _any_process(accelerator: Accelerator, flag: bool) -> bool:
+    t = torch.tensor([float(flag)], device=accelerator.device)
+    return bool(accelerator.reduce(t, reduction="sum").item() > 0) if accelerator.num_processes > 1 else flag
+
+
 def main(argv: list[str] | None = None) -> dict:
+    with StopOnSigterm() as stop:
+        return _main(argv, stop)
+
+
+def _main(argv: list[str] | None, stop: StopOnSigterm) -> dict:
     args = parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     out_dir = Path(cfg.train.output_dir)
@@ -165,19 +258,35 @@ def main(argv: list[str] | None = None) -> dict:
     state = TrainState()
     accelerator.register_for_checkpointing(state)
 
-    ckpt_root = out_dir / "checkpoints"
-    if args.resume or args.resume_from:
-        path = ckpt.find_checkpoint(ckpt_root, args.resume_from or "auto")
-        ckpt.check_compatible(path, cfg)
-        accelerator.load_state(str(path))
-        accelerator.print(f"resumed from {path} (epoch {state.epoch}, step {state.step})")
-
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise ValueError(
             f"the dataset has {len(pretrain_ds)} images, fewer than one batch of {cfg.train.batch_size} per process: "
             "lower train.batch_size"
         )
+    ckpt_root = out_dir / "checkpoints"
+    resume_rng = None
+    if args.resume or args.resume_from:
+        path = ckpt.find_checkpoint(ckpt_root, args.resume_from or "auto")
+        ckpt.check_compatible(path, cfg)
+        ckpt.verify_plain_data(path)
+        accelerator.load_state(str(path))
+        if state.epoch_step:
+            if state.total_batch != total_batch or state.epoch_step >= steps_per_epoch:
+                raise ckpt.CheckpointError(
+                    f"{path} was written mid-epoch (after batch {state.epoch_step} of {steps_per_epoch} in epoch "
+                    f"{state.epoch + 1}) with a total batch of {state.total_batch}; this run has {total_batch} "
+                    f"(processes x train.batch_size) and {steps_per_epoch} batches per epoch. Resume it with the same "
+                    "processes, batch size and data, or resume from an end-of-epoch checkpoint (--resume-from)"
+                )
+            # Iterating the loader draws one number from torch's RNG (the DataLoader's base seed), which an
+            # uninterrupted run drew at the start of this epoch: put the checkpoint's RNG state back after it.
+            resume_rng = torch.get_rng_state()
+        accelerator.print(
+            f"resumed from {path} (epoch {state.epoch}, step {state.step}"
+            + (f", batch {state.epoch_step} of epoch {state.epoch + 1})" if state.epoch_step else ")")
+        )
+    state.total_batch = total_batch
     total_steps = cfg.train.epochs * steps_per_epoch
     warmup_steps = int(round(cfg.train.warmup_epochs * steps_per_epoch))
     if accelerator.is_main_process:
@@ -201,14 +310,39 @@ def main(argv: list[str] | None = None) -> dict:
     command = current_command()
     # The results of the checkpoint resumed from carry over until a new kNN measurement replaces them.
     results: list[EvalRecord] = read_results(path) if (args.resume or args.resume_from) else []
-    training = {
-        "epochs": state.epoch,
-        "steps": state.step,
-        "batch_size": total_batch,
-        "processes": accelerator.num_processes,
-        "command": command,
-        "commit": commit,
-    }
+
+    def training_facts() -> dict:
+        """What the checkpoint and the model card record about how the weights were made."""
+        return {
+            "epochs": state.epoch,
+            "steps": state.step,
+            "batch_size": total_batch,
+            "processes": accelerator.num_processes,
+            "command": command,
+            "commit": commit,
+        }
+
+    def save(step: int | None = None) -> Path:
+        return ckpt.save_checkpoint(
+            accelerator,
+            ckpt_root,
+            state.epoch,
+            cfg,
+            keep=cfg.train.keep_checkpoints,
+            training=training_facts(),
+            results=results,
+            step=step,
+        )
+
+    def interrupted(path: Path) -> TrainingInterrupted:
+        accelerator.print(
+            f"SIGTERM: stopped after step {state.step}; checkpoint {path}. Continue with --resume.",
+            flush=True,
+        )
+        accelerator.end_training()
+        return TrainingInterrupted()
+
+    world = accelerator.num_processes
     model.train()
     while state.epoch < stop_epoch and not done:
         epoch = state.epoch
@@ -217,15 +351,26 @@ def main(argv: list[str] | None = None) -> dict:
         loader.set_epoch(epoch)
         sampler.set_epoch(epoch)
         pretrain_ds.set_epoch(epoch)
+        epoch_loader = loader
+        if state.epoch_step:  # resuming a mid-epoch checkpoint: the same order, from the next batch
+            epoch_loader = accelerator.skip_first_batches(loader, state.epoch_step)
+            epoch_loader.set_epoch(epoch)
         window: dict[str, float] = {}
         n_window, t_window = 0, time.perf_counter()
+        bad_images = 0.0
+        stopping = False
         bar = tqdm(
-            loader,
+            epoch_loader,
             desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+            initial=state.epoch_step,
+            total=steps_per_epoch,
             disable=not accelerator.is_local_main_process,
             mininterval=1.0 if sys.stderr.isatty() else 30.0,
         )
-        for (x1, x2), _ in bar:
+        for (x1, x2), labels in bar:
+            if resume_rng is not None:
+                torch.set_rng_state(resume_rng)
+                resume_rng = None
             lr = cosine_lr(state.step, total_steps, peak_lr, warmup_steps, cfg.train.min_lr_ratio)
             m = momentum_at(state.step, total_steps, cfg.method.momentum, cfg.method.momentum_schedule)
             set_lr(optimizer, lr)
@@ -238,10 +383,18 @@ def main(argv: list[str] | None = None) -> dict:
                 accelerator.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            _test_signal_hook(state.step + 1, accelerator.process_index)
 
-            # One host sync per step: the values to log and the finiteness check together.
+            # One collective and one host sync per step: the values to log (mean over processes), the
+            # finiteness check, the unreadable images and SIGTERM, so that every process stops at the same step.
             names = list(out)
-            values = torch.stack([out[n].detach().float() for n in names]).tolist()
+            dev = out["loss"].device
+            flags = [(labels < 0).sum().float().to(dev), torch.tensor(float(stop.requested), device=dev)]
+            reduced = torch.stack([*(out[n].detach().float() for n in names), *flags])
+            if world > 1:
+                reduced = accelerator.reduce(reduced, reduction="sum")
+            *values, n_bad, n_stop = reduced.tolist()
+            values = [v / world for v in values]
             for n, v in zip(names, values):
                 if not math.isfinite(v):
                     raise NonFiniteLossError(
@@ -249,7 +402,9 @@ def main(argv: list[str] | None = None) -> dict:
                         f"checkpoint in {ckpt_root} is kept. Lower train.base_lr or set train.grad_clip."
                     )
                 window[n] = window.get(n, 0.0) + v
+            bad_images += n_bad
             state.step += 1
+            state.epoch_step += 1
             n_window += 1
             bar.set_postfix(loss=f"{values[names.index('loss')]:.4f}", lr=f"{lr:.3g}", refresh=False)
             if state.step % cfg.train.log_every == 0 or state.step == total_steps:
@@ -268,8 +423,20 @@ def main(argv: list[str] | None = None) -> dict:
             if cfg.train.max_steps and state.step >= cfg.train.max_steps:
                 done = True
                 break
+            if n_stop > 0:
+                stopping = True
+                break
 
+        if bad_images:
+            accelerator.log({"data/bad_images": bad_images}, step=state.step)
+            accelerator.print(
+                f"epoch {epoch + 1}: {int(bad_images)} sample(s) were unreadable images, each replaced by the next "
+                "readable image of the folder (data.on_bad_image=skip); the warnings name the files"
+            )
+        if stopping and state.epoch_step < steps_per_epoch and not done:
+            raise interrupted(save(step=state.step))
         state.epoch = epoch + 1
+        state.epoch_step = 0
         if knn_loaders is not None and (
             state.epoch % cfg.knn.every == 0 or state.epoch == stop_epoch or done
         ):
@@ -279,23 +446,9 @@ def main(argv: list[str] | None = None) -> dict:
                 f"epoch {state.epoch}: kNN top-1 {state.knn_top1:.2f}% (k={cfg.knn.k}, t={cfg.knn.temperature})"
             )
             results = [knn_record(cfg, state.knn_top1, state.knn_init, state.epoch, knn_loaders)]
-        training = {
-            "epochs": state.epoch,
-            "steps": state.step,
-            "batch_size": total_batch,
-            "processes": accelerator.num_processes,
-            "command": command,
-            "commit": commit,
-        }
-        ckpt.save_checkpoint(
-            accelerator,
-            ckpt_root,
-            state.epoch,
-            cfg,
-            keep=cfg.train.keep_checkpoints,
-            training=training,
-            results=results,
-        )
+        path = save()
+        if stopping or _any_process(accelerator, stop.requested):  # SIGTERM during the kNN or the save
+            raise interrupted(path)
 
     summary = {
         "epochs_done": state.epoch,
@@ -305,7 +458,9 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if accelerator.is_main_process:
         if cfg.train.export:
-            export_model(method.backbone, out_dir / "backbone", cfg, training=training, results=results)
+            export_model(
+                method.backbone, out_dir / "backbone", cfg, training=training_facts(), results=results
+            )
             summary["export"] = str(out_dir / "backbone")
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     accelerator.wait_for_everyone()

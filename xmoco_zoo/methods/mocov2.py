@@ -72,6 +72,13 @@ class MoCoV2(MoCoBase):
     def encode(self, x1: torch.Tensor, x2: torch.Tensor) -> Step:
         # The queue is updated in place after the step, once autograd has saved it: read a copy.
         negatives = self.queue.queue.clone()
+        n = x1.shape[0]
+        s = self.cfg.bn_splits
+        if self.split_bn and n % s:
+            # A short last batch (train.drop_last=false) that split BN cannot cut into equal groups: complete it
+            # with its first samples for the encoders, and keep the outputs of the n real samples only.
+            fill = torch.arange(-(-n // s) * s, device=x1.device) % n
+            x1, x2 = x1[fill], x2[fill]
         xs = (x1, x2)
         feats = self.needs_features
         q: list = [None, None]
@@ -82,14 +89,19 @@ class MoCoV2(MoCoBase):
             hq[a] = self.encoder.online.backbone(xs[a])
             q[a] = F.normalize(self.encoder.online.head(hq[a]), dim=1)
             hk[1 - a], k[1 - a] = self.keys(xs[1 - a], features=feats)
+        if x1.shape[0] != n:
+            q, k, hq, hk = ([None if v is None else v[:n] for v in vs] for vs in (q, k, hq, hk))
         views = [b for b in (0, 1) if k[b] is not None]
-        # One gather for all keys: per process [k of view 0; k of view 1], in rank order (also the enqueue order).
-        self._new_keys = gather_no_grad(torch.cat([k[b] for b in views]))
-        n = k[views[0]].shape[0]
-        per_rank = self._new_keys.view(-1, len(views), n, self._new_keys.shape[1])
+        # One gather for all keys: per process [k of view 0; k of view 1], in rank order. Every process must
+        # have the same batch size (Accelerate's sharding and DistributedSampler ensure it).
+        gathered = gather_no_grad(torch.cat([k[b] for b in views]))
+        per_rank = gathered.view(-1, len(views), n, gathered.shape[1])
         k_all: list = [None, None]
         for i, b in enumerate(views):
             k_all[b] = per_rank[:, i].reshape(-1, per_rank.shape[-1])
+        # Enqueue view by view, each in rank order: the queue is then the same as one process's with the
+        # whole batch, whatever the number of processes.
+        self._new_keys = torch.cat([k_all[b] for b in views])
         return Step(q, k, k_all, negatives, n * rank(), hq, hk)
 
     def base_loss(self, step: Step) -> dict[str, torch.Tensor]:

@@ -98,7 +98,7 @@ class AMCL(Regularizer):
         self.phi = nn.ModuleList(
             TemperatureNet(cfg.dim, c.hidden, c.tau_min, c.tau_max) for _ in range(c.heads)
         )
-        self._extra_keys: torch.Tensor | None = None
+        self._extra_keys: list[torch.Tensor] | None = None
 
     def update_momentum(self, m: float) -> None:
         for h in self.heads:
@@ -121,7 +121,7 @@ class AMCL(Regularizer):
             per_head.append((q, k))
         # One collective for every extra head's keys: (N·V, (H−1)·D) per process.
         gathered = gather_no_grad(torch.cat(keys, dim=1)).float()
-        self._extra_keys = gathered
+        self._extra_keys = []  # per head, what its queue gets: view by view, each in rank order (as the base's)
         views = [b for b in (0, 1) if step.k[b] is not None]
         n, d = step.k[views[0]].shape
         world = gathered.shape[0] // (n * len(views))
@@ -130,6 +130,7 @@ class AMCL(Regularizer):
             k_all = [None, None]
             for i, b in enumerate(views):
                 k_all[b] = g[:, i, :, c].reshape(world * n, d)
+            self._extra_keys.append(torch.cat([k_all[b] for b in views]))
             bank = None if self.queues is None else self.queues[c].queue
             out.append(
                 dict(
@@ -199,9 +200,8 @@ class AMCL(Regularizer):
         if self.queues is None or self._extra_keys is None:
             self._extra_keys = None
             return
-        d = self.queues[0].queue.shape[1]
-        for c, q in enumerate(self.queues):
-            q.enqueue(self._extra_keys[:, c * d : (c + 1) * d])
+        for q, keys in zip(self.queues, self._extra_keys):
+            q.enqueue(keys)
         self._extra_keys = None
 
 
