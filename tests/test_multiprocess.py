@@ -29,7 +29,7 @@ from torch import nn
 
 from xmoco_zoo import create_method
 from xmoco_zoo.config import TrainConfig
-from xmoco_zoo.distributed import AllReduceBatchNorm, convert_sync_batchnorm
+from xmoco_zoo.distributed import AllReduceBatchNorm, broadcast_norm_buffers, convert_sync_batchnorm
 from xmoco_zoo.momentum import SplitBatchNorm2d
 from xmoco_zoo.optim import create_optimizer
 
@@ -167,6 +167,19 @@ def _sync_bn_layer(rank: int) -> dict:
     }
 
 
+def _norm_buffers(rank: int) -> dict:
+    """MoCo v2 on test_resnet after one training forward per process: plain BN running statistics differ per
+    rank (shuffle BN, broadcast_buffers=False) until broadcast_norm_buffers gives every rank rank 0's."""
+    model = _build("mocov2", RESNET, V2, WORLD)
+    x1, x2 = _global_batch(rank)  # a different batch on each rank
+    torch.manual_seed(11)
+    model(x1[:B], x2[:B], MOMENTUM)
+    names = [k for k in model.state_dict() if "running_" in k or "num_batches_tracked" in k]
+    before = {k: model.state_dict()[k].clone() for k in names}
+    broadcast_norm_buffers(model)
+    return {"before": before, "after": {k: model.state_dict()[k].clone() for k in names}}
+
+
 def _accelerate_loaders(rank: int) -> dict:
     """Loaders prepared by Accelerate with drop_last off: the kNN features, and the training batch sizes."""
     from accelerate import Accelerator
@@ -205,6 +218,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         results["shuffle_bn"] = _shuffle_bn_keys(rank)
         results["sync_bn_layer"] = _sync_bn_layer(rank)
         results["accelerate"] = _accelerate_loaders(rank)
+        results["norm_buffers"] = _norm_buffers(rank)
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
         dist.barrier()
     finally:
@@ -346,3 +360,16 @@ def test_one_process_short_batch_with_split_bn(name):
     assert int(model.queue.ptr) == 10
     if name == "amcl":
         assert all(int(q.ptr) == 10 for q in model.regularizers["amcl"].queues)
+
+
+def test_bn_running_statistics_are_made_equal_across_ranks_before_knn_and_checkpoints(two_processes):
+    r0, r1 = (r["norm_buffers"] for r in two_processes)
+    float_keys = [k for k in r0["before"] if r0["before"][k].is_floating_point()]
+    assert len(float_keys) >= 10  # online and momentum BN layers of test_resnet
+    # Before: the ranks saw different data, so their per-process BN statistics differ ...
+    assert max((r0["before"][k] - r1["before"][k]).abs().max().item() for k in float_keys) > 1e-3
+    # ... after: every rank holds rank 0's, and rank 0's are unchanged.
+    for k in r0["after"]:
+        assert torch.equal(r1["after"][k], r0["before"][k]) and torch.equal(
+            r0["after"][k], r0["before"][k]
+        ), k

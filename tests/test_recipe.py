@@ -210,3 +210,20 @@ def test_non_finite_loss_stops_with_step_and_term_and_keeps_the_last_good_checkp
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_0001"]
     kept = load_file(str(_ckpt(out, 1) / "model.safetensors"))
     assert all(torch.equal(good[k], kept[k]) for k in good)
+
+
+def test_resume_with_another_total_batch_continues_the_schedules_from_the_same_epoch(tmp_path, tiny_args):
+    out = tmp_path / "run"
+    run_pretrain(*tiny_args, f"train.output_dir={out}", "train.stop_after_epoch=1", "knn.enabled=false")
+    # 128 images: 8 steps of 16 per epoch; resumed with batch 8 there are 16 steps per epoch.
+    proc = run_pretrain(
+        *tiny_args, f"train.output_dir={out}", "train.batch_size=8", "knn.enabled=false", "--resume"
+    )
+    assert "total batch of 16, this run has 8" in proc.stdout and "(step 8 -> 16)" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs_done"] == 2 and summary["steps"] == 32
+    lrs = dict(read_metrics(out / "metrics.csv")["train/lr"])
+    # Epoch 2 runs steps 17..32 of the new 32-step schedule, its lr falling along the cosine to its end (read
+    # as step 8 of the new schedule, epoch 2 would have run steps 9..24 and stopped half-way down).
+    late = sorted(k for k in lrs if k > 16)
+    assert late and late[-1] == 32 and lrs[late[0]] > lrs[late[-1]] > 0

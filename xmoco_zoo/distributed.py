@@ -20,6 +20,28 @@ def rank() -> int:
 
 
 @torch.no_grad()
+@torch.no_grad()
+def broadcast_norm_buffers(module: nn.Module, src: int = 0) -> None:
+    """Give every process rank ``src``'s BatchNorm running statistics.
+
+    The recipe runs DDP with ``broadcast_buffers=False`` (the queue is identical on every rank by construction),
+    so the running statistics of per-process BatchNorm (MoCo v2's shuffle BN) drift apart between ranks. Calling
+    this before the kNN monitor and before a checkpoint makes every rank evaluate, save and resume with the same
+    statistics, those of rank ``src`` (what a checkpoint and an export hold). A no-op in one process.
+    """
+    if world_size() == 1:
+        return
+    bufs = [
+        b
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
+        for b in (m.running_mean, m.running_var, m.num_batches_tracked)
+        if b is not None
+    ]
+    for b in bufs:
+        dist.broadcast(b, src)
+
+
 def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` from every process along dim 0, in rank order. No gradient flows back."""
     if world_size() == 1:

@@ -37,7 +37,7 @@ from . import checkpoint as ckpt
 from .augment import TwoViews, eval_transform
 from .config import Config, load_config, to_dict, to_yaml
 from .data import EpochSampler, TransformDataset, TwoViewDataset, labelled_splits, subset
-from .distributed import convert_sync_batchnorm
+from .distributed import broadcast_norm_buffers, convert_sync_batchnorm
 from .export import export_model
 from .knn import extract_features, knn_accuracy
 from .logging import CSVTracker, flatten
@@ -65,7 +65,10 @@ class TrainState:
         self.step = 0
         self.epoch = 0  # complete epochs
         self.epoch_step = 0  # batches done in the current epoch (non-zero only in a mid-epoch checkpoint)
-        self.total_batch: int | None = None  # processes x batch, to check a mid-epoch resume
+        self.total_batch: int | None = (
+            None  # processes x batch: a resume with another total rescales the step
+        )
+        self.processes: int | None = None  # to check a mid-epoch resume (shuffle BN depends on it)
         self.knn_top1: float | None = None
         self.knn_init: float | None = None  # kNN of the random initialisation (knn.at_start)
 
@@ -75,6 +78,7 @@ class TrainState:
             "epoch": self.epoch,
             "epoch_step": self.epoch_step,
             "total_batch": self.total_batch,
+            "processes": self.processes,
             "knn_top1": self.knn_top1,
             "knn_init": self.knn_init,
         }
@@ -82,6 +86,7 @@ class TrainState:
     def load_state_dict(self, d: dict) -> None:
         self.step, self.epoch = int(d["step"]), int(d["epoch"])
         self.epoch_step, self.total_batch = int(d.get("epoch_step", 0)), d.get("total_batch")
+        self.processes = d.get("processes")
         self.knn_top1, self.knn_init = d.get("knn_top1"), d.get("knn_init")
 
 
@@ -272,21 +277,35 @@ def _main(argv: list[str] | None, stop: StopOnSigterm) -> dict:
         ckpt.verify_plain_data(path)
         accelerator.load_state(str(path))
         if state.epoch_step:
-            if state.total_batch != total_batch or state.epoch_step >= steps_per_epoch:
+            if (
+                state.total_batch != total_batch
+                or state.processes not in (None, accelerator.num_processes)
+                or state.epoch_step >= steps_per_epoch
+            ):
                 raise ckpt.CheckpointError(
-                    f"{path} was written mid-epoch (after batch {state.epoch_step} of {steps_per_epoch} in epoch "
-                    f"{state.epoch + 1}) with a total batch of {state.total_batch}; this run has {total_batch} "
-                    f"(processes x train.batch_size) and {steps_per_epoch} batches per epoch. Resume it with the same "
-                    "processes, batch size and data, or resume from an end-of-epoch checkpoint (--resume-from)"
+                    f"{path} was written mid-epoch (after batch {state.epoch_step} in epoch {state.epoch + 1}) by "
+                    f"{state.processes} process(es) with a total batch of {state.total_batch}; this run has "
+                    f"{accelerator.num_processes} process(es), a total batch of {total_batch} and {steps_per_epoch} batches per epoch. "
+                    "Resume it with the same processes, batch size and data, or resume from an end-of-epoch "
+                    "checkpoint (--resume-from)"
                 )
             # Iterating the loader draws one number from torch's RNG (the DataLoader's base seed), which an
             # uninterrupted run drew at the start of this epoch: put the checkpoint's RNG state back after it.
             resume_rng = torch.get_rng_state()
+        elif state.total_batch is not None and state.total_batch != total_batch:
+            # The schedules are functions of the global step over epochs x steps_per_epoch: with another total
+            # batch the same step is another point of the run. Continue at the same epoch instead.
+            accelerator.print(
+                f"the checkpoint was trained with a total batch of {state.total_batch}, this run has {total_batch}: "
+                f"the lr and momentum schedules continue from epoch {state.epoch} (step {state.step} -> "
+                f"{state.epoch * steps_per_epoch}); the peak lr is now {peak_lr:.4g}"
+            )
+            state.step = state.epoch * steps_per_epoch
         accelerator.print(
             f"resumed from {path} (epoch {state.epoch}, step {state.step}"
             + (f", batch {state.epoch_step} of epoch {state.epoch + 1})" if state.epoch_step else ")")
         )
-    state.total_batch = total_batch
+    state.total_batch, state.processes = total_batch, accelerator.num_processes
     total_steps = cfg.train.epochs * steps_per_epoch
     warmup_steps = int(round(cfg.train.warmup_epochs * steps_per_epoch))
     if accelerator.is_main_process:
@@ -323,6 +342,7 @@ def _main(argv: list[str] | None, stop: StopOnSigterm) -> dict:
         }
 
     def save(step: int | None = None) -> Path:
+        broadcast_norm_buffers(method)  # every rank saves (and later resumes) rank 0's BN statistics
         return ckpt.save_checkpoint(
             accelerator,
             ckpt_root,
@@ -440,6 +460,7 @@ def _main(argv: list[str] | None, stop: StopOnSigterm) -> dict:
         if knn_loaders is not None and (
             state.epoch % cfg.knn.every == 0 or state.epoch == stop_epoch or done
         ):
+            broadcast_norm_buffers(method)  # rank 0's BN statistics on every rank: one model is evaluated
             state.knn_top1 = knn_monitor(accelerator, method.backbone, knn_loaders, cfg)
             accelerator.log({"eval/knn_top1": state.knn_top1}, step=state.step)
             accelerator.print(
