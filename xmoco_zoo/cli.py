@@ -2,6 +2,7 @@
 
 xmoco-zoo pretrain --config recipes/configs/mocov2_fmnist.yaml [key=value ...] [--resume]
 xmoco-zoo knn local-dir:runs/mocov2_fmnist/backbone --baselines     # also stores the result beside the model
+xmoco-zoo eval knn|linear|finetune --config recipes/configs/eval/NAME.yaml [key=value ...]
 xmoco-zoo export runs/mocov2_fmnist OUT [--repo-id ORG/NAME]         # a run, or one of its checkpoints
 xmoco-zoo convert moco_v2_800ep_pretrain.pth.tar OUT                 # official MoCo v1/v2/v3 checkpoints
 xmoco-zoo card OUT [--repo-id ORG/NAME]                              # re-render the model card
@@ -122,6 +123,26 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+EVALS = {"knn": "knn_eval", "linear": "linear_eval", "finetune": "finetune"}
+
+
+def _eval(argv: list[str]) -> int:
+    """``xmoco-zoo eval PROTOCOL ...``: the evaluation recipes (recipes/knn_eval.py, linear_eval.py, finetune.py)."""
+    import importlib
+
+    if not argv or argv[0] not in EVALS:
+        got = f"{argv[0]!r}" if argv else "nothing"
+        print(
+            f"xmoco-zoo eval: got {got}; use one of: {', '.join(EVALS)}\n"
+            "  e.g. xmoco-zoo eval linear --config recipes/configs/eval/linear_fmnist.yaml "
+            "model.spec=local-dir:runs/mocov2_fmnist/backbone",
+            file=sys.stderr,
+        )
+        return 2
+    importlib.import_module(f".protocols.{EVALS[argv[0]]}", __package__).main(argv[1:])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "pretrain":
@@ -129,9 +150,15 @@ def main(argv: list[str] | None = None) -> int:
 
         pretrain(argv[1:])
         return 0
+    if argv and argv[0] == "eval":
+        return _eval(argv[1:])
     p = argparse.ArgumentParser(prog="xmoco-zoo", description="MoCo-family pretraining for timm backbones")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("pretrain", help="pretrain a method (same as recipes/pretrain.py)")
+    sub.add_parser(
+        "eval",
+        help="evaluate a model: eval knn | linear | finetune --config ... (same as recipes/{knn_eval,linear_eval,finetune}.py)",
+    )
     k = sub.add_parser("knn", help="kNN top-1 of a timm model on Fashion-MNIST (as users load it)")
     k.add_argument("model", help="timm model spec: local-dir:PATH, hf-hub:ORG/NAME or a timm name")
     k.add_argument(

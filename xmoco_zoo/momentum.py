@@ -78,7 +78,7 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         if n % s:
             raise ValueError(
                 f"split BN: batch {n} is not divisible by method.bn_splits={s}; use a batch size that is a "
-                "multiple of bn_splits (the training loader drops the last short batch)"
+                "multiple of bn_splits (MoCo v2 completes a short last batch itself: this is a direct call)"
             )
         mean = self.running_mean.repeat(s)
         var = self.running_var.repeat(s)

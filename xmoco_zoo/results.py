@@ -43,6 +43,8 @@ PROTOCOL_NAMES = {
     "knn": "weighted kNN on frozen features",
     "linear": "linear probe on frozen features",
     "finetune": "full fine-tuning",
+    "semisup_1pct": "fine-tuning on 1 % of the labels",
+    "semisup_10pct": "fine-tuning on 10 % of the labels",
 }
 
 
