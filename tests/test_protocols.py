@@ -347,3 +347,45 @@ def test_results_schema_rejects_malformed_records():
     ):
         with pytest.raises(ResultsError, match=match):
             validate_record(broken, "broken.json")
+
+
+def test_plots_draw_every_logged_term_and_a_comparison_of_stored_results(model_dir, tmp_path):
+    from PIL import Image
+
+    from xmoco_zoo.logging import read_metrics
+
+    run = tmp_path / "run"
+    run_pretrain(*TINY, "method.name=co2", "train.epochs=1", "knn.at_start=true", f"train.output_dir={run}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "xmoco_zoo.cli", "plot", "curves", str(run)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    png = run / "training_curves.png"
+    assert Image.open(png).size[0] > 300
+    logged = {k for k in read_metrics(run / "metrics.csv") if k.startswith("train/loss")}
+    assert {"train/loss", "train/loss_nce", "train/loss_co2"} <= logged
+    assert all(k in proc.stdout for k in logged) and "eval/knn_top1" in proc.stdout
+    # Comparison: the export of that run (kNN stored by the monitor) beside the tiny model's stored results.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xmoco_zoo.cli",
+            "plot",
+            "compare",
+            str(run / "backbone"),
+            str(model_dir),
+            "--out",
+            str(tmp_path / "c.png"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert Image.open(tmp_path / "c.png").size[0] > 300 and "from 2 model(s)" in proc.stdout

@@ -8,6 +8,8 @@ xmoco-zoo convert moco_v2_800ep_pretrain.pth.tar OUT                 # official 
 xmoco-zoo card OUT [--repo-id ORG/NAME]                              # re-render the model card
 xmoco-zoo push OUT ORG/NAME [--dry-run]                              # token: HF_TOKEN or `hf auth login`
 xmoco-zoo list [--hub-dir hub]                                       # the published models
+xmoco-zoo plot curves runs/mocov2_fmnist [--out PNG]                # every logged term, kNN per epoch
+xmoco-zoo plot compare hub/* --out comparison.png                    # stored results of several models
 xmoco-zoo methods
 """
 
@@ -123,6 +125,18 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from .plots import plot_comparison, plot_training
+
+    if args.what == "curves":
+        out, keys = plot_training(args.run, args.out)
+        print(f"wrote {out}: {', '.join(keys)}")
+    else:
+        out, records = plot_comparison(args.folders, args.out)
+        print(f"wrote {out}: {len(records)} result(s) from {len(args.folders)} model(s)")
+    return 0
+
+
 EVALS = {"knn": "knn_eval", "linear": "linear_eval", "finetune": "finetune"}
 
 
@@ -203,6 +217,16 @@ def main(argv: list[str] | None = None) -> int:
     ls = sub.add_parser("list", help="list the published models (hub/)")
     ls.add_argument("--hub-dir", default="hub")
     ls.add_argument("--json", action="store_true")
+    pl = sub.add_parser("plot", help="PNG plots: a run's training curves, or a comparison of models' results")
+    psub = pl.add_subparsers(dest="what", required=True)
+    pc = psub.add_parser(
+        "curves", help="every loss term, lr, momentum and kNN per epoch of a run (metrics.csv)"
+    )
+    pc.add_argument("run", help="a run folder (train.output_dir or run.output_dir) or its metrics.csv")
+    pc.add_argument("--out", default=None, help="PNG path (default: RUN/training_curves.png)")
+    pm = psub.add_parser("compare", help="bar charts of several models' stored results, with their baselines")
+    pm.add_argument("folders", nargs="+", help="model folders (exports, hub/NAME) or checkpoints")
+    pm.add_argument("--out", required=True, help="PNG path")
     sub.add_parser("methods", help="list the registered methods")
     args = p.parse_args(argv)
     handlers = {
@@ -212,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         "card": _card,
         "push": _push,
         "list": _list,
+        "plot": _plot,
     }
     if args.cmd in handlers:
         return handlers[args.cmd](args)

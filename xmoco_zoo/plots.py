@@ -1,0 +1,149 @@
+"""Plots (matplotlib PNG) from what runs and evaluations already write: no number is computed here.
+
+- :func:`plot_training`: a pretraining or evaluation run's ``metrics.csv`` -> every loss term, the lr and
+  momentum schedules and the kNN monitor per epoch (with the stored baselines as horizontal lines).
+- :func:`plot_comparison`: several models' ``results/*.json`` -> one bar per model for each
+  protocol/dataset/split, with each result's baselines (raw-pixel floor, random init, from scratch) drawn.
+
+    xmoco-zoo plot curves runs/mocov2_fmnist                 # -> runs/mocov2_fmnist/training_curves.png
+    xmoco-zoo plot compare hub/* --out docs/comparison.png
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from .logging import read_metrics
+from .results import DATASET_NAMES, EvalRecord, read_results
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as e:  # pragma: no cover - the plots extra is part of the test install
+        raise ImportError("plots need matplotlib: pip install 'xmoco-zoo[plots]'") from e
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _metrics_file(run: Path) -> Path:
+    path = run / "metrics.csv" if run.is_dir() else run
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no metrics.csv. Pass a run folder written by `xmoco-zoo pretrain` or `xmoco-zoo eval` "
+            "(train.output_dir / run.output_dir), or the metrics.csv itself"
+        )
+    return path
+
+
+def plot_training(run: str | Path, out: str | Path | None = None) -> tuple[Path, list[str]]:
+    """Training curves of a run; returns the PNG's path and the metric keys drawn.
+
+    Panels: every ``train/loss*`` term (one panel each: their scales differ), ``train/lr`` and
+    ``train/momentum``, and every ``eval/*`` series (kNN per epoch; fine-tuning top-1) with the baselines
+    stored in the run's checkpoint results drawn as dashed lines.
+    """
+    plt = _pyplot()
+    run = Path(run)
+    series = read_metrics(_metrics_file(run))
+    run_dir = run if run.is_dir() else run.parent
+    losses = sorted(k for k in series if k.startswith("train/loss"))
+    losses = [k for k in losses if k == "train/loss"] + [k for k in losses if k != "train/loss"]
+    panels: list[list[str]] = [[k] for k in losses]
+    panels += [[k] for k in ("train/lr", "train/momentum") if k in series]
+    panels += [[k] for k in sorted(series) if k.startswith("eval/") and "/baseline/" not in k]
+    if not panels:
+        raise ValueError(f"{run}: metrics.csv has no train/ or eval/ series to plot")
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    baselines = _run_baselines(run_dir)
+    for ax, keys in zip(axes.flat, panels):
+        for k in keys:
+            steps, values = zip(*series[k])
+            marker = "o" if len(steps) < 40 else None
+            ax.plot(steps, values, marker=marker, ms=3, lw=1.2, label=k)
+            if k == "eval/knn_top1":
+                for i, (name, v) in enumerate(sorted(baselines.items())):
+                    ax.axhline(v, ls="--", lw=1, color=f"C{i + 1}", label=f"{name}: {v:.2f}")
+                ax.legend(fontsize=6, loc="lower right")
+        ax.set_title(keys[0].split("/", 1)[-1], fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.suptitle(f"{run_dir.name}: every logged term (metrics.csv)", fontsize=10)
+    fig.tight_layout()
+    out = Path(out) if out else run_dir / "training_curves.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out, [k for p in panels for k in p]
+
+
+def _run_baselines(run_dir: Path) -> dict[str, float]:
+    """The kNN baselines stored with a run (its export's or newest checkpoint's results), if any."""
+    for folder in [run_dir / "backbone", *sorted((run_dir / "checkpoints").glob("epoch_*"), reverse=True)]:
+        for r in read_results(folder) if folder.is_dir() else []:
+            if r.protocol == "knn" and r.baselines:
+                return dict(r.baselines)
+    return {}
+
+
+def plot_comparison(
+    folders: Sequence[str | Path], out: str | Path, names: Sequence[str] | None = None
+) -> tuple[Path, list[EvalRecord]]:
+    """One bar chart per (protocol, dataset, split) over the models in ``folders`` (exports, hub/ repos or
+    checkpoints), from their stored results; the baselines of each result are dashed lines. Returns the PNG
+    and the records drawn."""
+    plt = _pyplot()
+    folders = [Path(f) for f in folders]
+    names = list(names) if names else [f.name for f in folders]
+    table: dict[tuple[str, str, str], list[tuple[str, EvalRecord]]] = {}
+    for name, folder in zip(names, folders):
+        for r in read_results(folder):
+            table.setdefault((r.protocol, r.dataset, r.split), []).append((name, r))
+    if not table:
+        raise ValueError(
+            f"no results/*.json in {[str(f) for f in folders]}: evaluate them first (xmoco-zoo eval ...)"
+        )
+    keys = sorted(table)
+    fig, axes = plt.subplots(
+        1,
+        len(keys),
+        figsize=(max(4.0, 1.1 * max(len(v) for v in table.values()) + 2) * len(keys), 3.6),
+        squeeze=False,
+    )
+    drawn: list[EvalRecord] = []
+    for ax, key in zip(axes.flat, keys):
+        rows = table[key]
+        values = [r.value for _, r in rows]
+        bars = ax.bar(range(len(rows)), values, color=[f"C{i}" for i in range(len(rows))])
+        ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=7)
+        seen: dict[str, float] = {}
+        for _, r in rows:
+            for b, v in r.baselines.items():
+                seen.setdefault(b, v)
+        for i, (b, v) in enumerate(sorted(seen.items())):
+            ax.axhline(
+                v, ls="--", lw=1, color="0.3" if i == 0 else f"C{len(rows) + i}", label=f"{b}: {v:.2f}"
+            )
+        low = min([*values, *seen.values()])
+        ax.set_ylim(max(0.0, low - 5), min(100.0, max([*values, *seen.values()]) + 3))
+        ax.set_xticks(range(len(rows)), [n for n, _ in rows], rotation=20, ha="right", fontsize=7)
+        protocol, dataset, split = key
+        ax.set_title(f"{protocol} - {DATASET_NAMES.get(dataset, dataset)} {split}", fontsize=9)
+        ax.set_ylabel(f"{rows[0][1].metric} ({rows[0][1].unit})", fontsize=8)
+        if seen:
+            ax.legend(fontsize=6, loc="lower right")
+        ax.grid(axis="y", alpha=0.3)
+        drawn += [r for _, r in rows]
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out, drawn
