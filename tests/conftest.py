@@ -23,6 +23,39 @@ def run_pretrain(*args: str, env: dict | None = None, timeout: int = 600) -> sub
     return proc
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch_two(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """The pretrain recipe under ``accelerate launch --multi_gpu --num_processes 2`` on the CPU (gloo), one thread
+    per process, on a free port; returns whatever happened (callers check the exit status)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        str(ROOT / "recipes" / "pretrain.py"),
+        *args,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
 # A tiny synthetic run: test_resnet at 32 px, no workers, no trackers but the CSV one.
 TINY = [
     "model.backbone=test_resnet",

@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 
 from xmoco_zoo import checkpoint as ckpt
 
-from .conftest import ROOT, TINY
+from .conftest import ROOT, TINY, launch_two
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # a busy 2-core machine: one thread per run is faster and steadier
 
@@ -244,43 +244,8 @@ def test_export_refuses_a_weights_pickle_that_is_not_plain_weights(tmp_path, ref
     assert not marker.exists()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run_two(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-        str(ROOT / "recipes" / "pretrain.py"),
-        *TINY,
-        "train.batch_size=8",
-        *args,
-    ]
-    return subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env={**os.environ, **ONE_THREAD, **(env or {})},
-    )
+    return launch_two(*TINY, "train.batch_size=8", *args, env=env, timeout=timeout)
 
 
 @pytest.mark.slow

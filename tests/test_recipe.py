@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from xmoco_zoo.logging import read_metrics
 
-from .conftest import ROOT, run_pretrain
+from .conftest import ROOT, launch_two, run_pretrain
 
 
 def _ckpt(out, epoch):
@@ -137,38 +137,9 @@ def test_imagenet_configs_run_two_steps_on_224px_image_folder(tmp_path, config):
 
 
 def run_two_processes(*args: str, timeout: int = 600):
-    import os
-    import subprocess
-    import sys
-
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "29533",
-        str(ROOT / "recipes" / "pretrain.py"),
-        *args,
-    ]
-    proc = subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    proc = launch_two(*args, timeout=timeout)
     if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(f"2-process run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
 
 

@@ -9,6 +9,7 @@ same way, so every protocol measures exactly what a user of the export would get
 from __future__ import annotations
 
 import difflib
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -229,25 +230,40 @@ def make_record(
     value: float,
     protocol: str,
     protocol_args: dict[str, Any],
-    data: Any,
-    config: dict[str, Any],
+    cfg: Any,
     loaded: LoadedModel,
     baselines: dict[str, float] | None = None,
     notes: str | None = None,
 ) -> EvalRecord:
+    """One result of evaluation config ``cfg`` (its data section and the whole resolved config are recorded)."""
+    from .config import eval_to_dict
+
     return EvalRecord(
         metric="top1",
         value=round(float(value), 4),
         protocol=protocol,
         protocol_args=protocol_args,
-        dataset=data.dataset,
-        split=split_name(data),
+        dataset=cfg.data.dataset,
+        split=split_name(cfg.data),
         command=current_command(),
-        config=config,
+        config=eval_to_dict(cfg),
         baselines={k: round(float(v), 4) for k, v in (baselines or {}).items()},
         model=loaded.description,
         notes=notes,
     )
+
+
+def finish(accelerator: Any, cfg: Any, loaded: LoadedModel, summary: dict, **record: Any) -> dict:
+    """End of every recipe: on the main process store the result (``record``: :func:`make_record`'s
+    arguments) unless ``run.save_results`` is off, write ``summary.json``; then close the trackers."""
+    if accelerator.is_main_process:
+        if cfg.run.save_results:
+            rec = make_record(cfg=cfg, loaded=loaded, **record)
+            summary["results"] = [str(p) for p in save_record(rec, loaded, cfg.run, accelerator.print)]
+        (Path(cfg.run.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
 
 
 def save_record(record: EvalRecord, loaded: LoadedModel, run: Any, print_fn=print) -> list[Path]:

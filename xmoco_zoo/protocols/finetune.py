@@ -46,12 +46,11 @@ from .common import (
     EvalError,
     dataset_labels,
     eval_transform,
+    finish,
     input_spec,
     labelled_data,
     load_model,
     make_accelerator,
-    make_record,
-    save_record,
     train_transform,
 )
 from .config import FinetuneEvalConfig, eval_to_dict, eval_to_yaml, load_eval_config
@@ -295,23 +294,17 @@ def run(cfg: FinetuneEvalConfig, scratch_baseline: float | None = None) -> dict:
         "baselines": baselines,
         "model": loaded.description,
     }
-    if accelerator.is_main_process:
-        if run_cfg.save_results:
-            record = make_record(
-                value=top1,
-                protocol=protocol,
-                protocol_args=args,
-                data=cfg.data,
-                config=eval_to_dict(cfg),
-                loaded=loaded,
-                baselines=baselines,
-                notes=notes,
-            )
-            summary["results"] = [str(p) for p in save_record(record, loaded, run_cfg, accelerator.print)]
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return summary
+    return finish(
+        accelerator,
+        cfg,
+        loaded,
+        summary,
+        value=top1,
+        protocol=protocol,
+        protocol_args=args,
+        baselines=baselines,
+        notes=notes,
+    )
 
 
 def _split(cfg: FinetuneEvalConfig) -> str:

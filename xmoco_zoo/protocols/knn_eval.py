@@ -10,7 +10,6 @@ L2-normalised output, extracted across processes.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -23,13 +22,12 @@ from ..logging import flatten
 from .common import (
     RawPixels,
     eval_transform,
+    finish,
     input_spec,
     labelled_data,
     labelled_only,
     load_model,
     make_accelerator,
-    make_record,
-    save_record,
 )
 from .config import KnnEvalConfig, eval_to_dict, eval_to_yaml, load_eval_config
 
@@ -90,22 +88,16 @@ def run(cfg: KnnEvalConfig) -> dict:
     for name, v in baselines.items():
         accelerator.print(f"  baseline {name}: {v:.2f}%")
     summary = {"protocol": "knn", "top1": top1, "baselines": baselines, "model": loaded.description}
-    if accelerator.is_main_process:
-        if cfg.run.save_results:
-            record = make_record(
-                value=top1,
-                protocol="knn",
-                protocol_args={"k": k, "t": t, "bank": len(train), "queries": len(test)},
-                data=cfg.data,
-                config=eval_to_dict(cfg),
-                loaded=loaded,
-                baselines=baselines,
-            )
-            summary["results"] = [str(p) for p in save_record(record, loaded, cfg.run, accelerator.print)]
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return summary
+    return finish(
+        accelerator,
+        cfg,
+        loaded,
+        summary,
+        value=top1,
+        protocol="knn",
+        protocol_args={"k": k, "t": t, "bank": len(train), "queries": len(test)},
+        baselines=baselines,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:

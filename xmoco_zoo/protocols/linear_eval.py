@@ -20,7 +20,6 @@ converges in a few hundred iterations and seconds, or MoCo's SGD schedule on min
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -38,13 +37,12 @@ from ..logging import flatten
 from .common import (
     RawPixels,
     eval_transform,
+    finish,
     input_spec,
     labelled_data,
     labelled_only,
     load_model,
     make_accelerator,
-    make_record,
-    save_record,
     train_transform,
 )
 from .config import LinearEvalConfig, eval_to_dict, eval_to_yaml, load_eval_config, resolve_linear_mode
@@ -424,23 +422,17 @@ def run(cfg: LinearEvalConfig) -> dict:
         "model": loaded.description,
         **extra,
     }
-    if accelerator.is_main_process:
-        if cfg.run.save_results:
-            record = make_record(
-                value=top1,
-                protocol="linear",
-                protocol_args=args,
-                data=cfg.data,
-                config=eval_to_dict(cfg),
-                loaded=loaded,
-                baselines=baselines,
-                notes=notes,
-            )
-            summary["results"] = [str(p) for p in save_record(record, loaded, cfg.run, accelerator.print)]
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return summary
+    return finish(
+        accelerator,
+        cfg,
+        loaded,
+        summary,
+        value=top1,
+        protocol="linear",
+        protocol_args=args,
+        baselines=baselines,
+        notes=notes,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
