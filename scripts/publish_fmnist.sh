@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Publish a Fashion-MNIST pretraining run as hub/NAME, exactly as it is to be pushed: export the online backbone
+# (timm Hub format), then evaluate it the way users load it (local-dir:) with every protocol, each beside its
+# baselines, storing the results in hub/NAME/results/ and re-rendering the model card from them:
+#   - weighted kNN (k=200, t=0.1), beside the same architecture at random init and raw pixels (the floor)
+#   - linear probe (fast mode: cached features, L-BFGS), same baselines
+#   - full fine-tuning (3 epochs) and 10 % semi-supervised fine-tuning (15 epochs), each beside the same
+#     architecture trained from scratch with the same schedule (--compare-scratch)
+# Usage: bash scripts/publish_fmnist.sh RUN NAME        e.g. runs/mocov2_fmnist mocov2-resnet10t-fmnist
+# Then: xmoco-zoo push hub/NAME ORG/NAME (token from HF_TOKEN or `hf auth login`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN=$1
+NAME=$2
+ORG=${ORG:-xmoco-zoo}
+OUT=hub/$NAME
+EVAL=runs/eval/$NAME
+LAUNCH=(accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
+  --num_cpu_threads_per_process "$(nproc)")
+
+xmoco-zoo export "$RUN" "$OUT" --repo-id "$ORG/$NAME"
+"${LAUNCH[@]}" recipes/knn_eval.py --config recipes/configs/eval/knn_fmnist.yaml \
+  "model.spec=local-dir:$OUT" "run.output_dir=$EVAL/knn"
+"${LAUNCH[@]}" recipes/linear_eval.py --config recipes/configs/eval/linear_fmnist.yaml \
+  "model.spec=local-dir:$OUT" "run.output_dir=$EVAL/linear"
+"${LAUNCH[@]}" recipes/finetune.py --config recipes/configs/eval/finetune_fmnist.yaml --compare-scratch \
+  "model.spec=local-dir:$OUT" "run.output_dir=$EVAL/finetune"
+"${LAUNCH[@]}" recipes/finetune.py --config recipes/configs/eval/semisup_fmnist.yaml --compare-scratch \
+  "model.spec=local-dir:$OUT" "run.output_dir=$EVAL/semisup10"
+xmoco-zoo plot curves "$RUN" --out "$EVAL/training_curves.png"
+xmoco-zoo list
