@@ -27,7 +27,7 @@ from xmoco_zoo.protocols.linear_eval import (
 from xmoco_zoo.protocols.splits import SplitError, balanced_split, load_or_create_split
 from xmoco_zoo.results import ResultsError, read_results, validate_record
 
-from .conftest import ROOT, TINY, run_pretrain
+from .conftest import ROOT, TINY, needs_fmnist, run_pretrain
 
 EVAL_CONFIGS = sorted(p.stem for p in (ROOT / "recipes/configs/eval").glob("*.yaml"))
 SYNTH = [
@@ -389,3 +389,46 @@ def test_plots_draw_every_logged_term_and_a_comparison_of_stored_results(model_d
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert Image.open(tmp_path / "c.png").size[0] > 300 and "from 2 model(s)" in proc.stdout
+
+
+@needs_fmnist
+def test_knn_cli_on_fashion_mnist_reports_the_floor_and_random_init_beside_the_model(tmp_path):
+    """`xmoco-zoo knn` (the quickstart's last command) is the kNN recipe; its raw-pixel baseline is the 78.85 %
+    floor exactly (the same features as tests/test_knn.py's, recovered from the normalised input)."""
+    torch.manual_seed(0)
+    folder = tmp_path / "gray"
+    save_timm_folder(
+        timm.create_model("test_resnet", num_classes=0, in_chans=1),
+        folder,
+        tag="test",
+        input_size=(1, 28, 28),
+        mean=(0.286,),
+        std=(0.353,),
+        model_args={"in_chans": 1},
+    )
+    out = tmp_path / "knn.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xmoco_zoo.cli",
+            "knn",
+            f"local-dir:{folder}",
+            "--baselines",
+            "--json",
+            str(out),
+            "--output-dir",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["top1"]
+    assert rows["raw pixels, L2-normalised (the floor)"] == pytest.approx(
+        78.85, abs=1e-4
+    )  # 7885 of 10000 test images
+    assert len(rows) == 3 and "raw pixels, L2-normalised (the floor)" in proc.stdout
+    assert _stored(folder, "knn").value == pytest.approx(rows[f"local-dir:{folder}"], abs=1e-4)

@@ -21,22 +21,24 @@ import sys
 
 
 def _knn(args: argparse.Namespace) -> int:
-    import timm
-    import torch
+    """Fashion-MNIST kNN of a model as users load it: a shortcut for the kNN recipe (protocols/knn_eval.py)."""
+    from .protocols.config import load_eval_config
+    from .protocols.knn_eval import run
 
-    from .evaluate import knn_fashion_mnist, knn_raw_pixels_fashion_mnist
-
-    torch.manual_seed(args.seed)
-    model = timm.create_model(args.model, pretrained=True).eval()
-    rows = {f"{args.model}": knn_fashion_mnist(model, args.k, args.t, root=args.data_root)}
-    if args.baselines:
-        # The same architecture and config, randomly initialised: what training has to beat.
-        arch = model.pretrained_cfg.get("architecture", type(model).__name__)
-        rand = timm.create_model(args.model, pretrained=False).eval()
-        rows[f"{arch}, random init (seed {args.seed})"] = knn_fashion_mnist(
-            rand, args.k, args.t, root=args.data_root
-        )
-        rows["raw pixels (the floor)"] = knn_raw_pixels_fashion_mnist(args.k, args.t, root=args.data_root)
+    overrides = [
+        f"model.spec={args.model}",
+        "data.dataset=fashion_mnist",
+        f"knn.k={args.k}",
+        f"knn.temperature={args.t}",
+        f"knn.baselines={str(args.baselines).lower()}",
+        f"run.seed={args.seed}",
+        f"run.output_dir={args.output_dir}",
+        f"run.save_results={str(not args.no_save).lower()}",
+    ]
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+    summary = run(load_eval_config("knn", None, overrides))
+    rows = {args.model: summary["top1"], **summary["baselines"]}
     width = max(len(r) for r in rows)
     print(f"\nFashion-MNIST test, weighted kNN top-1 (k={args.k}, t={args.t}, bank = 60k train images):")
     for name, acc in rows.items():
@@ -44,28 +46,6 @@ def _knn(args: argparse.Namespace) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"k": args.k, "t": args.t, "top1": rows}, f, indent=2)
-    if args.model.startswith("local-dir:") and not args.no_save:
-        from pathlib import Path
-
-        from .card import META_KEY, read_folder_config, write_model_card
-        from .results import EvalRecord, current_command, write_result
-
-        folder = Path(args.model[len("local-dir:") :])
-        value = rows.pop(args.model)
-        record = EvalRecord(
-            metric="top1",
-            value=round(value, 4),
-            protocol="knn",
-            protocol_args={"k": args.k, "t": args.t, "bank": 60000, "queries": 10000},
-            dataset="fashion_mnist",
-            split="test",
-            command=current_command(),
-            baselines={name: round(v, 4) for name, v in rows.items()},
-            model=args.model,
-        )
-        print(f"stored in {write_result(folder, record)}")
-        if read_folder_config(folder).get(META_KEY):
-            print(f"model card updated: {write_model_card(folder)}")
     return 0
 
 
@@ -185,10 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--seed", type=int, default=0)
     k.add_argument("--data-root", default=None)
     k.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    k.add_argument("--output-dir", default="runs/eval/knn", help="the run folder (config, metrics, results)")
     k.add_argument(
         "--no-save",
         action="store_true",
-        help="do not store the result in the model folder's results/ (local-dir: models only)",
+        help="do not store the result (in the output folder and beside a local-dir: model)",
     )
     e = sub.add_parser(
         "export", help="export a training run or checkpoint as a timm Hub folder with its card"

@@ -308,4 +308,6 @@ class RawPixels(nn.Module):
         self.dummy = nn.Parameter(torch.zeros(()), requires_grad=False)  # extract_features reads a device
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x * self.std + self.mean).flatten(1)
+        # Back to the 8-bit pixel values (rounding undoes the float error of normalising and un-normalising):
+        # on unresized images exactly the floor's features, L2-normalised downstream.
+        return ((x * self.std + self.mean) * 255).round().flatten(1)
