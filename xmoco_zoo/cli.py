@@ -112,7 +112,9 @@ def _plot(args: argparse.Namespace) -> int:
         out, keys = plot_training(args.run, args.out)
         print(f"wrote {out}: {', '.join(keys)}")
     else:
-        out, records = plot_comparison(args.folders, args.out)
+        if args.names and len(args.names) != len(args.folders):
+            raise SystemExit(f"--names: {len(args.names)} names for {len(args.folders)} folders")
+        out, records = plot_comparison(args.folders, args.out, args.names)
         print(f"wrote {out}: {len(records)} result(s) from {len(args.folders)} model(s)")
     return 0
 
@@ -208,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     pm = psub.add_parser("compare", help="bar charts of several models' stored results, with their baselines")
     pm.add_argument("folders", nargs="+", help="model folders (exports, hub/NAME) or checkpoints")
     pm.add_argument("--out", required=True, help="PNG path")
+    pm.add_argument("--names", nargs="+", default=None, help="a label per folder (default: the folder names)")
     sub.add_parser("methods", help="list the registered methods")
     args = p.parse_args(argv)
     handlers = {

@@ -111,6 +111,7 @@ def plot_comparison(
             f"no results/*.json in {[str(f) for f in folders]}: evaluate them first (xmoco-zoo eval ...)"
         )
     keys = sorted(table)
+    colour = {n: f"C{i}" for i, n in enumerate(names)}
     fig, axes = plt.subplots(
         1,
         len(keys),
@@ -121,7 +122,9 @@ def plot_comparison(
     for ax, key in zip(axes.flat, keys):
         rows = table[key]
         values = [r.value for _, r in rows]
-        bars = ax.bar(range(len(rows)), values, color=[f"C{i}" for i in range(len(rows))])
+        bars = ax.bar(
+            range(len(rows)), values, color=[colour[n] for n, _ in rows]
+        )  # a model keeps its colour
         ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=7)
         seen: dict[str, float] = {}
         for _, r in rows:
