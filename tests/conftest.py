@@ -23,6 +23,25 @@ def run_pretrain(*args: str, env: dict | None = None, timeout: int = 600) -> sub
     return proc
 
 
+def run_cli(
+    *args: str, env: dict | None = None, check: bool = True, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """``xmoco-zoo ARGS`` in a fresh process; with ``check``, a failure shows its output."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "xmoco_zoo.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"xmoco-zoo {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
 def free_port() -> int:
     import socket
 

@@ -22,24 +22,10 @@ from xmoco_zoo.export import ExportError, export_checkpoint
 from xmoco_zoo.hub import HubError, check_folder, list_published, populate_hf_cache, push_folder
 from xmoco_zoo.results import EvalRecord, ResultsError, read_results, validate_record, write_result
 
-from .conftest import ROOT, TINY, run_pretrain
+from .conftest import ROOT, TINY, run_cli, run_pretrain
 
 PREFIX = "encoder.online.backbone."
 TOKEN = "hf_SECRETtokenNEVERprinted0123456789"
-
-
-def _cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", "xmoco_zoo.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        timeout=300,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"xmoco-zoo {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr[-4000:]}")
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +132,7 @@ def test_card_usage_code_runs_as_written(run):
 
 def test_export_from_a_checkpoint_equals_that_checkpoints_backbone(run, tmp_path):
     out = tmp_path / "from_ckpt"
-    proc = _cli("export", str(run / "checkpoints" / "epoch_0001"), str(out), "--repo-id", "xmoco-zoo/tiny")
+    proc = run_cli("export", str(run / "checkpoints" / "epoch_0001"), str(out), "--repo-id", "xmoco-zoo/tiny")
     assert "exported to" in proc.stdout
     model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
     ref = _backbone_of(run / "checkpoints" / "epoch_0001", in_chans=1)
@@ -201,7 +187,7 @@ def test_push_dry_run_lists_files_and_never_prints_the_token(run, tmp_path, monk
     env = {"HF_TOKEN": TOKEN, "HF_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
     folder = tmp_path / "pushme"
     export_checkpoint(run, folder)
-    proc = _cli("push", str(folder), "xmoco-zoo/tiny", "--dry-run", env=env)
+    proc = run_cli("push", str(folder), "xmoco-zoo/tiny", "--dry-run", env=env)
     assert "would upload 5 files" in proc.stdout
     for name in ("README.md", "config.json", "model.safetensors", "results/knn_synthetic_test.json"):
         assert name in proc.stdout
@@ -259,7 +245,7 @@ def test_list_shows_exported_models(run, tmp_path):
     [row] = list_published(tmp_path / "hub")
     assert row["name"] == "tiny-mocov2" and row["repo_id"] == "xmoco-zoo/tiny-mocov2"
     assert row["method"] == "mocov2" and row["architecture"] == "test_resnet" and 0.3 < row["params_m"] < 0.4
-    proc = _cli("list", "--hub-dir", str(tmp_path / "hub"))
+    proc = run_cli("list", "--hub-dir", str(tmp_path / "hub"))
     assert "tiny-mocov2" in proc.stdout and "knn synthetic test" in proc.stdout
 
 

@@ -27,7 +27,7 @@ from xmoco_zoo.protocols.linear_eval import (
 from xmoco_zoo.protocols.splits import SplitError, balanced_split, load_or_create_split
 from xmoco_zoo.results import ResultsError, read_results, validate_record
 
-from .conftest import ROOT, TINY, needs_fmnist, run_pretrain
+from .conftest import ROOT, TINY, needs_fmnist, run_cli, run_pretrain
 
 EVAL_CONFIGS = sorted(p.stem for p in (ROOT / "recipes/configs/eval").glob("*.yaml"))
 SYNTH = [
@@ -205,31 +205,21 @@ def test_linear_recipe_fast_and_full_modes_run(model_dir, tmp_path):
 
 def test_finetune_and_semisup_through_the_cli_compare_with_scratch(model_dir, tmp_path):
     out = tmp_path / "ft"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "xmoco_zoo.cli",
-            "eval",
-            "finetune",
-            "--config",
-            str(ROOT / "recipes/configs/eval/semisup_fmnist.yaml"),
-            "--compare-scratch",
-            f"model.spec=local-dir:{model_dir}",
-            *SYNTH,
-            "data.synthetic_size=400",
-            f"data.splits_dir={tmp_path / 'splits'}",
-            "finetune.batch_size=8",
-            "finetune.epochs=1",
-            "run.max_steps=2",
-            f"run.output_dir={out}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
+    run_cli(
+        "eval",
+        "finetune",
+        "--config",
+        str(ROOT / "recipes/configs/eval/semisup_fmnist.yaml"),
+        "--compare-scratch",
+        f"model.spec=local-dir:{model_dir}",
+        *SYNTH,
+        "data.synthetic_size=400",
+        f"data.splits_dir={tmp_path / 'splits'}",
+        "finetune.batch_size=8",
+        "finetune.epochs=1",
+        "run.max_steps=2",
+        f"run.output_dir={out}",
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
     s = json.loads((out / "summary.json").read_text())
     assert s["protocol"] == "semisup_10pct" and s["steps"] == 2 and s["init"] == "pretrained"
     assert s["scratch"]["init"] == "scratch" and s["scratch"]["steps"] == 2
@@ -298,14 +288,7 @@ def test_a_training_checkpoint_is_evaluated_as_its_export_and_the_result_lands_i
     [ckpt] = (run / "checkpoints").iterdir()
     r = _stored(ckpt, "knn")
     # An export of that checkpoint carries the result into its model card.
-    proc = subprocess.run(
-        [sys.executable, "-m", "xmoco_zoo.cli", "export", str(run), str(tmp_path / "export")],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_cli("export", str(run), str(tmp_path / "export"))
     card = ModelCard.load(tmp_path / "export" / "README.md")
     assert f"**{r.value:.2f}%**" in card.text
     assert len(card.data.eval_results) == 1
@@ -356,38 +339,14 @@ def test_plots_draw_every_logged_term_and_a_comparison_of_stored_results(model_d
 
     run = tmp_path / "run"
     run_pretrain(*TINY, "method.name=co2", "train.epochs=1", "knn.at_start=true", f"train.output_dir={run}")
-    proc = subprocess.run(
-        [sys.executable, "-m", "xmoco_zoo.cli", "plot", "curves", str(run)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_cli("plot", "curves", str(run))
     png = run / "training_curves.png"
     assert Image.open(png).size[0] > 300
     logged = {k for k in read_metrics(run / "metrics.csv") if k.startswith("train/loss")}
     assert {"train/loss", "train/loss_nce", "train/loss_co2"} <= logged
     assert all(k in proc.stdout for k in logged) and "eval/knn_top1" in proc.stdout
     # Comparison: the export of that run (kNN stored by the monitor) beside the tiny model's stored results.
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "xmoco_zoo.cli",
-            "plot",
-            "compare",
-            str(run / "backbone"),
-            str(model_dir),
-            "--out",
-            str(tmp_path / "c.png"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_cli("plot", "compare", str(run / "backbone"), str(model_dir), "--out", str(tmp_path / "c.png"))
     assert Image.open(tmp_path / "c.png").size[0] > 300 and "from 2 model(s)" in proc.stdout
 
 
@@ -407,25 +366,9 @@ def test_knn_cli_on_fashion_mnist_reports_the_floor_and_random_init_beside_the_m
         model_args={"in_chans": 1},
     )
     out = tmp_path / "knn.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "xmoco_zoo.cli",
-            "knn",
-            f"local-dir:{folder}",
-            "--baselines",
-            "--json",
-            str(out),
-            "--output-dir",
-            str(tmp_path / "run"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
+    proc = run_cli(
+        "knn", f"local-dir:{folder}", "--baselines", "--json", str(out), "--output-dir", str(tmp_path / "run")
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(out.read_text())["top1"]
     assert rows["raw pixels, L2-normalised (the floor)"] == pytest.approx(
         78.85, abs=1e-4
