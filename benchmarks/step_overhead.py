@@ -1,0 +1,97 @@
+"""Our MoCo v2 training step against the backbone limit, measured side by side in one run.
+
+The limit is the work no MoCo implementation can avoid on the same backbone, batch and resolution: the query
+backbone's forward and backward, plus the key backbone's forward (no grad). Our step adds the projector heads,
+the loss, the optimizer step, the momentum update and the enqueue. Interleaved rounds (rotated order), medians,
+the ratio printed; synthetic inputs (the training step only, not data loading).
+
+    python benchmarks/step_overhead.py --threads 2                  # resnet18, 32 px, batch 256, queue 4096
+    python benchmarks/step_overhead.py --methods mocov2 co2 amcl --rounds 15 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+
+import torch
+from regularizer_overhead import METHODS, build, cpu_name, step  # same folder: run as a script
+
+
+class BackboneLimit:
+    """Query backbone forward + backward, key backbone forward under no_grad: nothing else."""
+
+    def __init__(self, backbone: torch.nn.Module) -> None:
+        self.q = backbone.train()
+        self.k = copy.deepcopy(backbone).requires_grad_(False).train()
+
+    def step(self, x1: torch.Tensor, x2: torch.Tensor) -> float:
+        t0 = time.perf_counter()
+        self.q(x1).sum().backward()
+        with torch.no_grad():
+            self.k(x2)
+        for p in self.q.parameters():
+            p.grad = None
+        return time.perf_counter() - t0
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backbone", default="resnet18")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--queue", type=int, default=4096)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--methods", nargs="+", default=["mocov2"], choices=list(METHODS))
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    g = torch.Generator().manual_seed(0)
+    shape = (args.batch, 3, args.image_size, args.image_size)
+    x1 = torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last)
+    x2 = torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last)
+    runs = {n: build(n, args) for n in args.methods}
+    # The limit runs on the very backbone our method trains (same architecture, channels_last, init).
+    limit = BackboneLimit(copy.deepcopy(runs[args.methods[0]][0].backbone))
+    steps = {"backbone_limit": lambda: limit.step(x1, x2)}
+    for n, (model, opt) in runs.items():
+        steps[n] = lambda model=model, opt=opt: step(model, opt, x1, x2)
+    for fn in steps.values():
+        for _ in range(args.warmup):
+            fn()
+    names = list(steps)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(args.rounds):
+        for n in names[r % len(names) :] + names[: r % len(names)]:
+            times[n].append(steps[n]())
+        print(
+            f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {times[n][-1]:.3f}s" for n in names),
+            file=sys.stderr,
+        )
+
+    med = {n: statistics.median(v) for n, v in times.items()}
+    result = {
+        "machine": f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}",
+        "setting": f"{args.backbone}, {args.image_size} px, batch {args.batch}, queue {args.queue}, rounds {args.rounds}",
+        "median_step_s": med,
+        "ratio_to_backbone_limit": {n: med[n] / med["backbone_limit"] for n in args.methods},
+    }
+    print(f"\n{result['setting']}; {result['machine']}")
+    for n in names:
+        extra = f"   {med[n] / med['backbone_limit']:.3f} x the limit" if n != "backbone_limit" else ""
+        print(f"{n:<16} median step {med[n]:.3f} s{extra}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()
