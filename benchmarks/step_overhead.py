@@ -1,8 +1,9 @@
 """Our MoCo v2 training step against the backbone limit, measured side by side in one run.
 
-The limit is the work no MoCo implementation can avoid on the same backbone, batch and resolution: the query
-backbone's forward and backward, plus the key backbone's forward (no grad). Our step adds the projector heads,
-the loss, the optimizer step, the momentum update and the enqueue. Interleaved rounds (rotated order), medians,
+The limit is the work no MoCo implementation can avoid on the same backbone, batch and resolution: the plain
+timm backbone's (query) forward and backward, plus its (key) forward under no_grad. Our step adds the projector
+heads, the loss, the optimizer step, the momentum update, the enqueue and, in one process, split BatchNorm (the
+emulation of shuffle BN); ``mocov2_plain_bn`` (``bn_splits=1``: no shuffle-BN emulation) shows what split BN costs. Interleaved rounds (rotated order), medians,
 the ratio printed; synthetic inputs (the training step only, not data loading).
 
     python benchmarks/step_overhead.py --threads 2                  # resnet18, 32 px, batch 256, queue 4096
@@ -20,6 +21,10 @@ import time
 
 import torch
 from regularizer_overhead import METHODS, build, cpu_name, step  # same folder: run as a script
+
+from xmoco_zoo.backbone import create_backbone
+
+METHODS["mocov2_plain_bn"] = {"bn_splits": 1}  # one BN group: what the step costs without split BN
 
 
 class BackboneLimit:
@@ -48,7 +53,7 @@ def main(argv=None) -> dict:
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--methods", nargs="+", default=["mocov2"], choices=list(METHODS))
+    p.add_argument("--methods", nargs="+", default=["mocov2", "mocov2_plain_bn"], choices=list(METHODS))
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -58,8 +63,9 @@ def main(argv=None) -> dict:
     x1 = torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last)
     x2 = torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last)
     runs = {n: build(n, args) for n in args.methods}
-    # The limit runs on the very backbone our method trains (same architecture, channels_last, init).
-    limit = BackboneLimit(copy.deepcopy(runs[args.methods[0]][0].backbone))
+    # The limit: the plain timm backbone (ordinary BatchNorm), channels_last as our methods run.
+    torch.manual_seed(0)
+    limit = BackboneLimit(create_backbone(args.backbone).to(memory_format=torch.channels_last))
     steps = {"backbone_limit": lambda: limit.step(x1, x2)}
     for n, (model, opt) in runs.items():
         steps[n] = lambda model=model, opt=opt: step(model, opt, x1, x2)
