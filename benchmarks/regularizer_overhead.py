@@ -52,6 +52,33 @@ def step(model, opt, x1, x2) -> float:
     return time.perf_counter() - t0
 
 
+def inputs(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two fixed synthetic views, channels_last (as the methods run)."""
+    g = torch.Generator().manual_seed(0)
+    size = (args.batch, 3, args.image_size, args.image_size)
+    return tuple(
+        torch.randn(size, generator=g).contiguous(memory_format=torch.channels_last) for _ in range(2)
+    )
+
+
+def interleaved_medians(steps: dict, rounds: int, warmup: int) -> dict[str, float]:
+    """Median seconds of each ``steps[name]()`` (which returns its own time): ``warmup`` calls each, then
+    ``rounds`` rounds calling every step once in a rotated order, so that machine noise hits all alike."""
+    for fn in steps.values():
+        for _ in range(warmup):
+            fn()
+    names = list(steps)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for n in names[r % len(names) :] + names[: r % len(names)]:
+            times[n].append(steps[n]())
+        print(
+            f"round {r + 1}/{rounds}: " + ", ".join(f"{n} {times[n][-1]:.3f}s" for n in names),
+            file=sys.stderr,
+        )
+    return {n: statistics.median(v) for n, v in times.items()}
+
+
 def cpu_name() -> str:
     try:
         for line in open("/proc/cpuinfo"):
@@ -76,26 +103,12 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    g = torch.Generator().manual_seed(0)
-    shape = (args.batch, 3, args.image_size, args.image_size)
-    x1 = torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last)
-    x2 = torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last)
+    x1, x2 = inputs(args)
     runs = {n: build(n, args) for n in args.methods}
-    for model, opt in runs.values():
-        for _ in range(args.warmup):
-            step(model, opt, x1, x2)
-    times: dict[str, list[float]] = {n: [] for n in runs}
     names = list(runs)
-    for r in range(args.rounds):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for n in order:
-            times[n].append(step(*runs[n], x1, x2))
-        print(
-            f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {times[n][-1]:.3f}s" for n in names),
-            file=sys.stderr,
-        )
-
-    med = {n: statistics.median(v) for n, v in times.items()}
+    med = interleaved_medians(
+        {n: (lambda m=m, o=o: step(m, o, x1, x2)) for n, (m, o) in runs.items()}, args.rounds, args.warmup
+    )
     result = {
         "machine": f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}",
         "setting": f"{args.backbone}, {args.image_size} px, batch {args.batch}, queue {args.queue}, rounds {args.rounds}",

@@ -15,12 +15,17 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
-import sys
 import time
 
 import torch
-from regularizer_overhead import METHODS, build, cpu_name, step  # same folder: run as a script
+from regularizer_overhead import (  # same folder: run as a script
+    METHODS,
+    build,
+    cpu_name,
+    inputs,
+    interleaved_medians,
+    step,
+)
 
 from xmoco_zoo.backbone import create_backbone
 
@@ -58,10 +63,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    g = torch.Generator().manual_seed(0)
-    shape = (args.batch, 3, args.image_size, args.image_size)
-    x1 = torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last)
-    x2 = torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last)
+    x1, x2 = inputs(args)
     runs = {n: build(n, args) for n in args.methods}
     # The limit: the plain timm backbone (ordinary BatchNorm), channels_last as our methods run.
     torch.manual_seed(0)
@@ -69,20 +71,8 @@ def main(argv=None) -> dict:
     steps = {"backbone_limit": lambda: limit.step(x1, x2)}
     for n, (model, opt) in runs.items():
         steps[n] = lambda model=model, opt=opt: step(model, opt, x1, x2)
-    for fn in steps.values():
-        for _ in range(args.warmup):
-            fn()
     names = list(steps)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(args.rounds):
-        for n in names[r % len(names) :] + names[: r % len(names)]:
-            times[n].append(steps[n]())
-        print(
-            f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {times[n][-1]:.3f}s" for n in names),
-            file=sys.stderr,
-        )
-
-    med = {n: statistics.median(v) for n, v in times.items()}
+    med = interleaved_medians(steps, args.rounds, args.warmup)
     result = {
         "machine": f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}",
         "setting": f"{args.backbone}, {args.image_size} px, batch {args.batch}, queue {args.queue}, rounds {args.rounds}",
