@@ -23,6 +23,8 @@ import time
 import torch
 
 from xmoco_zoo import create_method
+from xmoco_zoo.config import TrainConfig
+from xmoco_zoo.optim import create_optimizer
 
 METHODS = {
     "mocov2": {},
@@ -34,13 +36,21 @@ METHODS = {
 RATIOS = [("co2", "mocov2"), ("xmoco", "mocov2_symmetric"), ("xmoco", "mocov2"), ("amcl", "mocov2")]
 
 
+# Variants that change how the step runs rather than the method: the training config's levers.
+TRAIN = {}  # name -> TrainConfig overrides (e.g. {"fused_optimizer": False})
+NCHW = set()  # names run in the default (NCHW) memory format instead of channels_last
+
+
 def build(name: str, args: argparse.Namespace):
+    """The method as ``pretrain`` builds it: channels_last (unless in NCHW) and the library's optimizer."""
     method = "mocov2" if name.startswith("mocov2") else name
     torch.manual_seed(0)
     model = create_method(method, args.backbone, queue_size=args.queue, **METHODS[name])
-    model = model.to(memory_format=torch.channels_last).train()
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.03, momentum=0.9)
-    return model, opt
+    if name not in NCHW:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    train = TrainConfig(optimizer="sgd", weight_decay=1e-4, **TRAIN.get(name, {}))
+    return model, create_optimizer(model, train, lr=0.03)
 
 
 def step(model, opt, x1, x2) -> float:

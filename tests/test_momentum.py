@@ -78,12 +78,13 @@ def test_split_bn_permutation_puts_every_key_in_another_group():
         perm = split_bn_permutation(n, s, g)
         assert sorted(perm.tolist()) == list(range(n)), "must be a permutation"
         key_pos = torch.argsort(perm)  # where each sample sits in the key batch
-        q_group = split_group_of(torch.arange(n), s)
-        k_group = split_group_of(key_pos, s)
+        q_group = split_group_of(torch.arange(n), n, s)
+        k_group = split_group_of(key_pos, n, s)
         assert (q_group != k_group).all()
         if s > 2:  # groups are mixed: each key group draws from several query groups
             for j in range(s):
-                assert len(set(q_group[perm[j::s]].tolist())) >= min(s - 1, 2)
+                in_key_group_j = perm[split_group_of(torch.arange(n), n, s) == j]
+                assert len(set(q_group[in_key_group_j].tolist())) >= min(s - 1, 2)
 
 
 def test_split_bn_matches_per_group_batchnorm():
@@ -96,14 +97,15 @@ def test_split_bn_matches_per_group_batchnorm():
     assert isinstance(split, SplitBatchNorm2d)
     x = torch.randn(16, 3, 5, 5)
     out = split(x)
+    groups = split_group_of(torch.arange(16), 16, 4)
     for gi in range(4):
-        xs = x[gi::4]
+        xs = x[groups == gi]
         mean = xs.mean((0, 2, 3), keepdim=True)
         var = xs.var((0, 2, 3), unbiased=False, keepdim=True)
         ref = (xs - mean) / torch.sqrt(var + split.eps) * split.weight.view(1, -1, 1, 1) + split.bias.view(
             1, -1, 1, 1
         )
-        torch.testing.assert_close(out[gi::4], ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out[groups == gi], ref, atol=1e-5, rtol=1e-5)
     split.eval()
     torch.testing.assert_close(
         split(x),
@@ -111,3 +113,32 @@ def test_split_bn_matches_per_group_batchnorm():
             x, split.running_mean, split.running_var, split.weight, split.bias, False, 0.0, split.eps
         ),
     )
+
+
+def test_split_bn_channels_last_grads_and_running_stats_match_per_group_batchnorm():
+    """Outputs, input/weight/bias gradients and running statistics equal S separate BatchNorms on the S
+    groups, for a channels_last batch (the layout our methods train in)."""
+    torch.manual_seed(0)
+    n, s = 24, 3
+    split = SplitBatchNorm2d(5, s).train()
+    refs = [nn.BatchNorm2d(5).train() for _ in range(s)]
+    with torch.no_grad():
+        split.weight.uniform_(0.5, 1.5)
+        split.bias.uniform_(-1, 1)
+        split.running_mean.uniform_(-1, 1)
+        for r in refs:
+            r.load_state_dict(split.state_dict(), strict=False)
+    x = torch.randn(n, 5, 4, 4).contiguous(memory_format=torch.channels_last).requires_grad_()
+    xr = x.detach().clone().requires_grad_()
+    w = torch.randn(n, 5, 4, 4)
+    (split(x) * w).sum().backward()
+    groups = split_group_of(torch.arange(n), n, s)
+    ref_out = torch.empty(n, 5, 4, 4)
+    for g, r in enumerate(refs):
+        ref_out[groups == g] = r(xr[groups == g])
+    (ref_out * w).sum().backward()
+    torch.testing.assert_close(x.grad, xr.grad, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(split.weight.grad, sum(r.weight.grad for r in refs), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(split.bias.grad, sum(r.bias.grad for r in refs), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(split.running_mean, torch.stack([r.running_mean for r in refs]).mean(0))
+    torch.testing.assert_close(split.running_var, torch.stack([r.running_var for r in refs]).mean(0))

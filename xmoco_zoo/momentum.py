@@ -62,8 +62,12 @@ class KeyQueue(nn.Module):
 class SplitBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm that normalises a batch in ``num_splits`` groups (MoCo's one-process shuffle-BN emulation).
 
-    Sample ``n`` of a batch falls in group ``n % num_splits`` (see :func:`split_group_of`). In eval mode
-    it is a plain BatchNorm2d; the running statistics are the mean over the groups.
+    The groups are contiguous blocks: sample ``n`` of a batch of ``N`` falls in group ``n // (N / num_splits)``
+    (see :func:`split_group_of`). Each block is a free view in any memory format (channels_last included), so
+    each group goes through the fused BatchNorm kernel as is, and one ``cat`` assembles the output: measured on
+    resnet18 (32 px, batch 256, 8 splits, 2 threads) at the cost of plain BatchNorm, where reshaping the batch
+    into ``(N/S, S*C, H, W)`` (the MoCo demo's way) costs ~20% of forward+backward on channels_last.
+    In eval mode it is a plain BatchNorm2d; the running statistics are the mean over the groups.
     """
 
     def __init__(self, num_features: int, num_splits: int, **kwargs) -> None:
@@ -73,35 +77,32 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.num_splits == 1:
             return super().forward(x)
-        n, c, h, w = x.shape
+        n, c = x.shape[:2]
         s = self.num_splits
         if n % s:
             raise ValueError(
                 f"split BN: batch {n} is not divisible by method.bn_splits={s}; use a batch size that is a "
                 "multiple of bn_splits (MoCo v2 completes a short last batch itself: this is a direct call)"
             )
-        mean = self.running_mean.repeat(s)
-        var = self.running_var.repeat(s)
-        out = F.batch_norm(
-            x.reshape(n // s, c * s, h, w),
-            mean,
-            var,
-            self.weight.repeat(s) if self.weight is not None else None,
-            self.bias.repeat(s) if self.bias is not None else None,
-            True,
-            self.momentum if self.momentum is not None else 0.1,
-            self.eps,
+        momentum = self.momentum if self.momentum is not None else 0.1
+        mean = self.running_mean.repeat(s).view(s, c)  # one row per group, updated in place by batch_norm
+        var = self.running_var.repeat(s).view(s, c)
+        out = torch.cat(
+            [
+                F.batch_norm(xg, mean[g], var[g], self.weight, self.bias, True, momentum, self.eps)
+                for g, xg in enumerate(x.chunk(s))
+            ]
         )
         with torch.no_grad():
-            self.running_mean.copy_(mean.view(s, c).mean(0))
-            self.running_var.copy_(var.view(s, c).mean(0))
+            self.running_mean.copy_(mean.mean(0))
+            self.running_var.copy_(var.mean(0))
             self.num_batches_tracked.add_(1)
-        return out.reshape(n, c, h, w)
+        return out
 
 
-def split_group_of(position: torch.Tensor, num_splits: int) -> torch.Tensor:
-    """The split-BN group of each batch position."""
-    return position % num_splits
+def split_group_of(position: torch.Tensor, batch: int, num_splits: int) -> torch.Tensor:
+    """The split-BN group of each position in a batch of ``batch`` samples (contiguous blocks)."""
+    return position // (batch // num_splits)
 
 
 def replace_batchnorm(module: nn.Module, kinds: tuple[type, ...], make) -> nn.Module:
@@ -132,8 +133,8 @@ def convert_split_bn(module: nn.Module, num_splits: int) -> nn.Module:
 def split_bn_permutation(n: int, num_splits: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """A key-batch order under which no key lands in its query's split-BN group.
 
-    ``perm[j]`` is the sample placed at key position ``j``. Query group g (the samples at positions
-    p with p % S == g) is dealt out over the S−1 other groups, in near-equal parts and in random order,
+    ``perm[j]`` is the sample placed at key position ``j``. Query group g (the block of positions
+    g·N/S to (g+1)·N/S − 1) is dealt out over the S−1 other groups, in near-equal parts and in random order,
     so each key is normalised with samples that mostly did not share its query's statistics. With S=2 the
     two groups can only swap.
     """
@@ -143,7 +144,7 @@ def split_bn_permutation(n: int, num_splits: int, generator: torch.Generator | N
     if n % s:
         raise ValueError(f"split BN: batch {n} is not divisible by method.bn_splits={s}")
     g = n // s
-    members = [torch.arange(k, n, s)[torch.randperm(g, generator=generator)] for k in range(s)]
+    members = [torch.arange(k * g, (k + 1) * g)[torch.randperm(g, generator=generator)] for k in range(s)]
     sizes = [g // (s - 1) + (1 if d < g % (s - 1) else 0) for d in range(s - 1)]
     key_groups: list[list[torch.Tensor]] = [[] for _ in range(s)]
     for k in range(s):
@@ -151,5 +152,5 @@ def split_bn_permutation(n: int, num_splits: int, generator: torch.Generator | N
         for d, part in enumerate(parts, start=1):
             key_groups[(k + d) % s].append(part)
     slots = [torch.cat(parts)[torch.randperm(g, generator=generator)] for parts in key_groups]
-    # key position j = slot t of group j % s at row t = j // s
-    return torch.stack(slots, dim=1).reshape(-1)
+    # key position j = slot j % g of group j // g
+    return torch.cat(slots)

@@ -22,6 +22,8 @@ def create_optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.opt
         kwargs["momentum"] = cfg.sgd_momentum
     else:
         kwargs["betas"] = tuple(cfg.betas)
+    if cfg.fused_optimizer and cfg.optimizer in ("sgd", "adamw"):
+        kwargs["fused"] = True
     optimizer = create_optimizer_v2(model, opt=opt, lr=lr, weight_decay=cfg.weight_decay, **kwargs)
     frozen = {id(p) for p in model.parameters() if not p.requires_grad}
     held = [p for g in optimizer.param_groups for p in g["params"]]

@@ -45,7 +45,8 @@ class MoCoV2(MoCoBase):
         self._init_regularizers()
 
     def new_query_head(self) -> tuple[nn.Module, None]:
-        return mocov2_projector(self.num_features, self.cfg.hidden_dim, self.cfg.dim), None
+        hidden = self.cfg.hidden_dim or self.num_features
+        return mocov2_projector(self.num_features, hidden, self.cfg.dim), None
 
     @torch.no_grad()
     def keys(self, x: torch.Tensor, features: bool = False) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -122,7 +123,7 @@ class MoCoV2(MoCoBase):
     defaults={
         "method": dict(
             dim=128,
-            hidden_dim=2048,
+            hidden_dim=None,  # the backbone's width, as MoCo v2's code (2048 for a ResNet-50)
             temperature=0.2,
             momentum=0.999,
             momentum_schedule="constant",

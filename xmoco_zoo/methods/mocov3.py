@@ -39,7 +39,8 @@ class MoCoV3(MoCoBase):
     def new_query_head(self) -> tuple[nn.Module, nn.Module]:
         """A projector (shared with the momentum side) and a predictor (queries only)."""
         c = self.cfg
-        projector = mocov3_mlp(c.proj_layers, self.num_features, c.hidden_dim, c.dim, last_bn=True)
+        hidden = c.hidden_dim or self.num_features
+        projector = mocov3_mlp(c.proj_layers, self.num_features, hidden, c.dim, last_bn=True)
         predictor = mocov3_mlp(c.pred_layers, c.dim, c.pred_hidden_dim, c.dim, last_bn=c.pred_last_bn)
         return projector, predictor
 
