@@ -43,9 +43,10 @@ NCHW = set()  # names run in the default (NCHW) memory format instead of channel
 
 def build(name: str, args: argparse.Namespace):
     """The method as ``pretrain`` builds it: channels_last (unless in NCHW) and the library's optimizer."""
-    method = "mocov2" if name.startswith("mocov2") else name
+    kwargs = dict(METHODS[name])
+    method = kwargs.pop("_method", "mocov2" if name.startswith("mocov2") else name)
     torch.manual_seed(0)
-    model = create_method(method, args.backbone, queue_size=args.queue, **METHODS[name])
+    model = create_method(method, args.backbone, queue_size=args.queue, **kwargs)
     if name not in NCHW:
         model = model.to(memory_format=torch.channels_last)
     model.train()

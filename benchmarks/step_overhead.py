@@ -88,7 +88,11 @@ def main(argv=None) -> dict:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--methods", nargs="+", default=["mocov2"], choices=list(METHODS))
-    p.add_argument("--levers", action="store_true", help="also run mocov2 with each lever switched off: " + ", ".join(LEVERS))
+    p.add_argument(
+        "--levers",
+        action="store_true",
+        help="also run mocov2 with each lever switched off: " + ", ".join(LEVERS),
+    )
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -118,7 +122,9 @@ def main(argv=None) -> dict:
         "machine": f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}",
         "setting": f"{args.backbone}, {args.image_size} px, batch {args.batch}, queue {args.queue}, rounds {args.rounds}",
         "median_step_s": med,
-        "ratio_to_backbone_limit": {n: med[n] / med["backbone_limit"] for n in names if n != "backbone_limit"},
+        "ratio_to_backbone_limit": {
+            n: med[n] / med["backbone_limit"] for n in names if n != "backbone_limit"
+        },
         "ratio_to_limit_with_updates": {n: med[n] / med["limit_with_updates"] for n in args.methods},
     }
     print(f"\n{result['setting']}; {result['machine']}")
