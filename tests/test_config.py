@@ -27,6 +27,11 @@ def test_unknown_key_names_the_nearest_valid_one():
         load_config(None, ["train.optimizer=adam"])
     with pytest.raises(ConfigError, match="key=value"):
         load_config(None, ["train.epochs"])
+    with pytest.raises(ConfigError, match="set aug.batched=false"):
+        load_config(None, ["aug.batched=true", "data.dataset=imagefolder"])
+    # A wrong key in a nested section is suggested whatever omegaconf's version (2.3 does not suggest).
+    with pytest.raises(ConfigError, match="Did you mean: 'batched'"):
+        load_config(None, ["aug.batchd=true"])
     with pytest.raises(ValueError, match="unknown method 'moco2'"):
         load_config(None, ["method.name=moco2"])
 

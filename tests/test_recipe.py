@@ -56,14 +56,15 @@ def test_pretrain_logs_checkpoints_and_exports_a_timm_model(tmp_path, tiny_args)
     assert head(x).shape == (4, 10)
 
 
-@pytest.mark.parametrize("method", ["mocov2", "mocov3"])
-def test_resume_after_epoch_one_matches_an_uninterrupted_run_bitwise(tmp_path, tiny_args, method):
+@pytest.mark.parametrize("method,batched", [("mocov2", False), ("mocov3", False), ("mocov2", True)])
+def test_resume_after_epoch_one_matches_an_uninterrupted_run_bitwise(tmp_path, tiny_args, method, batched):
     """Same seeds on CPU: model, momentum encoder, queue and optimizer state are bitwise equal.
 
-    The resumed half also runs with 2 loader workers instead of 0: views are seeded per sample, so the
-    worker count does not change the data.
+    The resumed half also runs with 2 loader workers instead of 0: views are seeded per sample (per batch
+    with aug.batched), so the worker count does not change the data.
     """
     args = [*tiny_args, f"method.name={method}", "method.hidden_dim=32", "method.pred_hidden_dim=32"]
+    args.append(f"aug.batched={str(batched).lower()}")
     full, split = tmp_path / "full", tmp_path / "split"
     run_pretrain(*args, f"train.output_dir={full}")
     run_pretrain(*args, f"train.output_dir={split}", "train.stop_after_epoch=1")

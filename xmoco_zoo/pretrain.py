@@ -35,8 +35,9 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .augment import TwoViews, eval_transform
+from .batch_augment import BatchTwoViews
 from .config import Config, load_config, to_dict, to_yaml
-from .data import EpochSampler, TransformDataset, TwoViewDataset, labelled_splits, subset
+from .data import EpochImages, EpochSampler, TransformDataset, TwoViewDataset, labelled_splits, subset
 from .distributed import broadcast_norm_buffers, convert_sync_batchnorm
 from .export import export_model
 from .knn import extract_features, knn_accuracy
@@ -153,10 +154,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_loaders(
     cfg: Config, channels: int
-) -> tuple[DataLoader, EpochSampler, TwoViewDataset, tuple | None]:
+) -> tuple[DataLoader, EpochSampler, TwoViewDataset | EpochImages, tuple | None]:
     train_split, test_split = labelled_splits(cfg, channels)
     pretrain_images = subset(train_split, cfg.data.subset, cfg.train.seed)
-    pretrain_ds = TwoViewDataset(pretrain_images, TwoViews(cfg.aug, channels), seed=cfg.train.seed)
+    if cfg.aug.batched:  # the loader yields the raw uint8 images; BatchTwoViews makes the views on the device
+        pretrain_ds = EpochImages(pretrain_images)
+    else:
+        pretrain_ds = TwoViewDataset(pretrain_images, TwoViews(cfg.aug, channels), seed=cfg.train.seed)
     sampler = EpochSampler(len(pretrain_ds), seed=cfg.train.seed)
     workers = cfg.data.num_workers
     loader = DataLoader(
@@ -363,6 +367,10 @@ def _main(argv: list[str] | None, stop: StopOnSigterm) -> dict:
         return TrainingInterrupted()
 
     world = accelerator.num_processes
+    batch_views, aug_gen = None, None
+    if cfg.aug.batched:
+        batch_views = BatchTwoViews(cfg.aug, channels).to(accelerator.device)
+        aug_gen = torch.Generator(device=accelerator.device)
     model.train()
     while state.epoch < stop_epoch and not done:
         epoch = state.epoch
@@ -387,10 +395,18 @@ def _main(argv: list[str] | None, stop: StopOnSigterm) -> dict:
             disable=not accelerator.is_local_main_process,
             mininterval=1.0 if sys.stderr.isatty() else 30.0,
         )
-        for (x1, x2), labels in bar:
+        for views, labels in bar:
             if resume_rng is not None:
                 torch.set_rng_state(resume_rng)
                 resume_rng = None
+            if batch_views is not None:  # views, seeded by (seed, epoch, batch, process): exact on resume
+                aug_gen.manual_seed(
+                    ((cfg.train.seed * 1_000_003 + epoch) * 1_000_033 + state.epoch_step) * 1_009
+                    + accelerator.process_index
+                )
+                x1, x2 = batch_views(views, aug_gen)
+            else:
+                x1, x2 = views
             lr = cosine_lr(state.step, total_steps, peak_lr, warmup_steps, cfg.train.min_lr_ratio)
             m = momentum_at(state.step, total_steps, cfg.method.momentum, cfg.method.momentum_schedule)
             set_lr(optimizer, lr)

@@ -1,0 +1,316 @@
+"""Batched two-view augmentations: the pipeline of :func:`xmoco_zoo.augment.view_transform`, applied to a
+whole uint8 batch (N, C, H, W) at once on any device, with no Python loop over samples.
+
+:class:`BatchTwoViews` reads the same :class:`~xmoco_zoo.config.AugConfig` fields as ``augment.py`` and runs
+the same ops in the same order, each random parameter drawn per sample and per view from one
+``torch.Generator`` (a seeded generator gives the same output twice):
+
+1. RandomResizedCrop(image_size, scale=crop_scale, ratio=(3/4, 4/3)), then
+2. ColorJitter(b, c, s, h) with probability jitter_p (brightness and contrast only on 1 channel),
+3. RandomGrayscale(grayscale_p) (3 channels only),
+4. GaussianBlur(_odd(blur_kernel_frac * image_size), blur_sigma) with probability blur_p[view],
+5. RandomSolarize (threshold 128 of 255, i.e. 0.5 on floats) with probability solarize_p[view],
+6. RandomHorizontalFlip(flip_p),
+7. Normalize(mean, std) (a 1-value mean/std is repeated over the channels, as in augment.py).
+
+An op whose probability or strength is 0 is skipped (no compute and no random draws), as augment.py leaves
+it out of the Compose.
+
+What matches torchvision.transforms.v2 exactly (same distribution of parameters, same formulas):
+
+* Crop boxes: torchvision's ``RandomResizedCrop.make_params`` vectorized: 10 tries of (area fraction
+  uniform in crop_scale, log aspect ratio uniform in log(3/4)..log(4/3)), rounded with round-half-even
+  like Python's ``round``; the first try that fits is kept (top/left uniform over the valid positions),
+  else the same centre-crop fallback. Every sample draws all 10 tries (vectorized); only the first
+  valid one is used, so the distribution of boxes is the same.
+* Colour ops on float images, each followed by the clamp to [0, 1] of torchvision's float path:
+  brightness (scale, i.e. blend with zeros), contrast (blend with the per-image mean of the
+  ITU-R 601-2 luma image; of the image itself on 1 channel), saturation (blend with the luma image), hue
+  (RGB -> HSV, hue shift modulo 1, HSV -> RGB; the HSV -> RGB step uses the closed-form
+  ``v - v*s*clamp(min(k, 4-k), 0, 1)``, equal to torchvision's table lookup up to float rounding).
+  Factors are uniform in [max(0, 1-b), 1+b], [max(0, 1-c), 1+c], [max(0, 1-s), 1+s], [-h, h].
+* Grayscale: luma 0.2989 R + 0.587 G + 0.114 B, replicated to 3 channels.
+* Blur: torchvision's kernel (``softmax(-(x/sigma)^2)`` on ``linspace(±(k-1)/(2*sqrt 2))``, i.e. a
+  normalised Gaussian), sigma uniform in blur_sigma per sample, reflect padding of k//2; applied as two
+  separable 1-D passes (equal to torchvision's 2-D kernel up to float rounding) with a grouped conv2d
+  (groups = M*C, one kernel per selected sample), computed only on the selected samples.
+* Solarize ``x >= 0.5 -> 1 - x``, flip, normalise ``(x - mean) / std``.
+* Each random op is applied to a sample when a uniform draw is < p (torchvision's RandomApply rule).
+
+Deliberate differences from the per-image pipeline (augment.py):
+
+* Jitter order: torchvision draws a random order of the four jitter ops per image; here one random order
+  is drawn per batch and per view (``randperm(4)``), shared by the batch's samples. Each sample's
+  marginal distribution is the same as torchvision's; samples of one batch are correlated in their
+  order only.
+* Resize: crop + resize is one ``torchvision.ops.roi_align`` call (bilinear, ``aligned=True``,
+  ``sampling_ratio=0``) instead of ``resized_crop(..., antialias=True)``. With sampling_ratio=0 roi_align
+  uses ``ceil(box_size / image_size)`` sampling points per output pixel and axis, per box: when the
+  box is upscaled (box side <= image_size) that is 1 point, exactly the bilinear interpolation
+  (align_corners=False) that torchvision's antialiased bilinear resize reduces to when upscaling; when
+  downscaling by a factor f, the output pixel is the mean of ceil(f)^2 bilinear samples spread evenly
+  over its footprint in the box (a box filter of width f, e.g. the exact 2x2 mean at f = 2), while
+  torchvision's antialias uses a triangle filter of half-width f: both are anti-aliased, roi_align's a
+  little sharper. A fixed sampling_ratio would either alias (too few points for large boxes) or waste
+  compute (many points for small, upscaled boxes), hence the adaptive one. Also, roi_align interpolates
+  in the whole image, so output pixels on the crop's border take up to half a source pixel from just
+  outside the box, where torchvision's crop-then-resize replicates the crop's edge pixel.
+* No intermediate uint8 rounding: augment.py works on uint8 images and rounds (or truncates) to 0..255
+  after the resize and after each colour op and the blur; here everything after the uint8 -> float
+  conversion stays float32 in [0, 1]. The solarize threshold 0.5 is therefore applied to unrounded
+  values (it is equivalent to 128 on uint8 values).
+* RNG stream: the parameters are drawn vectorized, per op, from the given generator (or the global RNG
+  of the input's device), so the values differ from torchvision's per-image draws with the same seed;
+  the distributions are the same.
+* Synchronisation: on CUDA, the jitter order (``.tolist()`` of 4 values) and the blur's selected samples
+  (``nonzero``, needed to skip the blur's compute for unselected samples) each cost one host sync per
+  view; all other ops are masked with ``torch.where``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torchvision.ops import roi_align
+
+from .augment import _match, _odd
+from .config import AugConfig
+
+RATIO = (3.0 / 4.0, 4.0 / 3.0)
+_TRIES = 10
+
+
+def _rand(n: int, generator: torch.Generator | None, device: torch.device, lo: float = 0.0, hi: float = 1.0):
+    return torch.empty(n, device=device).uniform_(lo, hi, generator=generator)
+
+
+def _per_sample(f: torch.Tensor) -> torch.Tensor:
+    return f.view(-1, 1, 1, 1)
+
+
+# ---------------------------------------------------------------- crop
+
+
+def _sample_boxes(
+    n: int,
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float] = RATIO,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """``n`` RandomResizedCrop boxes as a long tensor (n, 4) of (top, left, height, width), drawn like
+    torchvision's ``RandomResizedCrop.make_params`` (10 tries, then the centre-crop fallback)."""
+    area = height * width
+    s = torch.empty(n, _TRIES, device=device).uniform_(scale[0], scale[1], generator=generator)
+    log_r = torch.empty(n, _TRIES, device=device).uniform_(
+        math.log(ratio[0]), math.log(ratio[1]), generator=generator
+    )
+    # torchvision: float32 draws and exp, then Python (float64) sqrt and round (half to even, as torch.round)
+    target = s.double() * area
+    aspect = torch.exp(log_r).double()
+    w = torch.round(torch.sqrt(target * aspect)).long()
+    h = torch.round(torch.sqrt(target / aspect)).long()
+    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = ok.to(torch.uint8).argmax(dim=1, keepdim=True)  # index of the first try that fits
+    found = ok.any(dim=1)
+    w = w.gather(1, first).squeeze(1)
+    h = h.gather(1, first).squeeze(1)
+    u = torch.rand(n, 2, dtype=torch.float64, device=device, generator=generator)
+    top = torch.minimum((u[:, 0] * (height - h + 1)).floor().long(), height - h)
+    left = torch.minimum((u[:, 1] * (width - w + 1)).floor().long(), width - w)
+
+    # fallback: the same centre crop for every sample (all images of the batch have the same size)
+    in_ratio = float(width) / float(height)
+    if in_ratio < min(ratio):
+        fw, fh = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        fw, fh = int(round(height * max(ratio))), height
+    else:
+        fw, fh = width, height
+    fallback = torch.tensor([(height - fh) // 2, (width - fw) // 2, fh, fw], device=device)
+    boxes = torch.stack([top, left, h, w], dim=1)
+    return torch.where(found[:, None], boxes, fallback)
+
+
+def _resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop the (top, left, height, width) ``boxes`` of the float images ``x`` and resize them to
+    ``size`` x ``size`` with one bilinear roi_align (adaptive sampling ratio: see the module docstring)."""
+    top, left, h, w = boxes.to(x.dtype).unbind(1)
+    idx = torch.arange(x.shape[0], device=x.device, dtype=x.dtype)
+    rois = torch.stack([idx, left, top, left + w, top + h], dim=1)
+    out = roi_align(x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=0, aligned=True)
+    return out.clamp_(0.0, 1.0)
+
+
+# ---------------------------------------------------------------- colour ops (per-sample factors, shape (N,))
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601-2 luma of RGB images (N, 3, H, W) -> (N, 1, H, W), as torchvision's rgb_to_grayscale."""
+    r, g, b = x.unbind(dim=1)
+    return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).unsqueeze(1)
+
+
+def _blend(x: torch.Tensor, other: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    f = _per_sample(f)
+    return (x * f).add_(other * (1.0 - f)).clamp_(0.0, 1.0)
+
+
+def _brightness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    return (x * _per_sample(f)).clamp_(0.0, 1.0)
+
+
+def _contrast(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    gray = _luma(x) if x.shape[1] == 3 else x
+    return _blend(x, gray.mean(dim=(1, 2, 3), keepdim=True), f)
+
+
+def _saturation(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    if x.shape[1] == 1:
+        return x
+    return _blend(x, _luma(x), f)
+
+
+def _rgb_to_hsv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r, g, b = x.unbind(dim=1)
+    minc, maxc = torch.aminmax(x, dim=1)
+    eqc = maxc == minc
+    ones = torch.ones_like(maxc)
+    crange = maxc - minc
+    s = crange / torch.where(eqc, ones, maxc)
+    div = torch.where(eqc, ones, crange)
+    rc, gc, bc = (maxc - r) / div, (maxc - g) / div, (maxc - b) / div
+    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = h.mul_(1.0 / 6.0).add_(1.0).fmod_(1.0)
+    return h, s, maxc
+
+
+def _hue(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    if x.shape[1] == 1:
+        return x
+    h, s, v = _rgb_to_hsv(x)
+    h6 = (h + f.view(-1, 1, 1)).remainder_(1.0).mul_(6.0)
+    vs = v * s
+    chans = []
+    for n in (5.0, 3.0, 1.0):  # R, G, B
+        k = (h6 + n).remainder_(6.0)
+        chans.append(v - vs * torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0))
+    return torch.stack(chans, dim=1).clamp_(0.0, 1.0)
+
+
+def _grayscale(x: torch.Tensor) -> torch.Tensor:
+    return _luma(x).expand_as(x)
+
+
+def _solarize(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x >= 0.5, 1.0 - x, x)
+
+
+def _blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Gaussian blur of each image ``x[i]`` (M, C, H, W) with its own ``sigma[i]``, torchvision's kernel and
+    reflect padding, as two separable passes of one grouped conv2d each (groups = M*C)."""
+    m, c, hh, ww = x.shape
+    lim = (kernel_size - 1) / (2.0 * math.sqrt(2.0))
+    t = torch.linspace(-lim, lim, steps=kernel_size, dtype=x.dtype, device=x.device)
+    kernel = torch.softmax(t.div(sigma.to(x.dtype)[:, None]).pow(2).neg(), dim=1)  # (M, k)
+    kernel = kernel.repeat_interleave(c, dim=0)  # (M*C, k): one kernel per (sample, channel) group
+    p = kernel_size // 2
+    y = F.pad(x.reshape(1, m * c, hh, ww), (p, p, p, p), mode="reflect")
+    y = F.conv2d(y, kernel.view(m * c, 1, 1, kernel_size), groups=m * c)
+    y = F.conv2d(y, kernel.view(m * c, 1, kernel_size, 1), groups=m * c)
+    return y.view(m, c, hh, ww)
+
+
+# ---------------------------------------------------------------- the module
+
+
+class BatchTwoViews(torch.nn.Module):
+    """The two augmented views of a uint8 batch (N, C, H, W), as float32 (N, C, S, S) normalised tensors.
+
+    Same augmentations, parameters and op order as :class:`xmoco_zoo.augment.TwoViews` (see the module
+    docstring for the exact correspondence and the deliberate differences).
+    """
+
+    def __init__(self, cfg: AugConfig, channels: int) -> None:
+        super().__init__()
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        self.channels = channels
+        self.size = int(cfg.image_size)
+        self.scale = (float(cfg.crop_scale[0]), float(cfg.crop_scale[1]))
+        gray = channels == 1
+        b, c, s, h = (float(v) for v in cfg.jitter)
+        if not 0.0 <= h <= 0.5:
+            raise ValueError(f"aug.jitter hue must be in [0, 0.5], got {h}")
+        # (lo, hi) per jitter op in torchvision's order (brightness, contrast, saturation, hue); None: skipped
+        ranges: list[tuple[float, float] | None] = [
+            (max(0.0, 1.0 - b), 1.0 + b) if b > 0 else None,
+            (max(0.0, 1.0 - c), 1.0 + c) if c > 0 else None,
+            (max(0.0, 1.0 - s), 1.0 + s) if s > 0 and not gray else None,
+            (-h, h) if h > 0 and not gray else None,
+        ]
+        self.jitter_p = float(cfg.jitter_p) if any(r is not None for r in ranges) else 0.0
+        self.jitter_ranges = ranges
+        self.grayscale_p = 0.0 if gray else float(cfg.grayscale_p)
+        self.blur_p = [float(p) for p in cfg.blur_p]
+        self.blur_sigma = (float(cfg.blur_sigma[0]), float(cfg.blur_sigma[1]))
+        self.blur_kernel = _odd(cfg.blur_kernel_frac * cfg.image_size)
+        self.solarize_p = [float(p) for p in cfg.solarize_p]
+        self.flip_p = float(cfg.flip_p)
+        mean = torch.tensor(_match(cfg.mean, channels), dtype=torch.float32).view(1, channels, 1, 1)
+        std = torch.tensor(_match(cfg.std, channels), dtype=torch.float32).view(1, channels, 1, 1)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+
+    def forward(
+        self, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if images.dtype != torch.uint8:
+            raise TypeError(f"BatchTwoViews expects uint8 images, got {images.dtype}")
+        if images.ndim != 4 or images.shape[1] != self.channels:
+            raise ValueError(
+                f"BatchTwoViews expects (N, {self.channels}, H, W) images, got shape {tuple(images.shape)}"
+            )
+        x = images.to(torch.float32).mul_(1.0 / 255.0)  # torchvision's ToDtype(float32, scale=True)
+        return self._view(x, 0, generator), self._view(x, 1, generator)
+
+    def _view(self, x: torch.Tensor, view: int, g: torch.Generator | None) -> torch.Tensor:
+        n, _, height, width = x.shape
+        dev = x.device
+        boxes = _sample_boxes(n, height, width, self.scale, RATIO, g, dev)
+        v = _resized_crop(x, boxes, self.size)
+
+        if self.jitter_p > 0:
+            v = self._jitter(v, g)
+        if self.grayscale_p > 0:
+            mask = _rand(n, g, dev) < self.grayscale_p
+            v = torch.where(_per_sample(mask), _grayscale(v), v)
+        if self.blur_p[view] > 0:
+            mask = _rand(n, g, dev) < self.blur_p[view]
+            sigma = _rand(n, g, dev, *self.blur_sigma)
+            idx = mask.nonzero().squeeze(1)
+            if idx.numel():
+                v[idx] = _blur(v[idx], sigma[idx], self.blur_kernel)
+        if self.solarize_p[view] > 0:
+            mask = _rand(n, g, dev) < self.solarize_p[view]
+            v = torch.where(_per_sample(mask), _solarize(v), v)
+        if self.flip_p > 0:
+            mask = _rand(n, g, dev) < self.flip_p
+            v = torch.where(_per_sample(mask), v.flip(-1), v)
+        mean, std = self.mean.to(dev), self.std.to(dev)
+        return v.sub(mean).div_(std).contiguous()
+
+    def _jitter(self, v: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+        n, dev = v.shape[0], v.device
+        apply = _rand(n, g, dev) < self.jitter_p
+        factors = [None if r is None else _rand(n, g, dev, *r) for r in self.jitter_ranges]
+        order = torch.randperm(4, generator=g, device=dev).tolist()  # one order per batch (module docstring)
+        out = v
+        for op in order:
+            if factors[op] is not None:
+                out = (_brightness, _contrast, _saturation, _hue)[op](out, factors[op])
+        return torch.where(_per_sample(apply), out, v)
