@@ -36,6 +36,7 @@ from regularizer_overhead import (  # same folder: run as a script
 from xmoco_zoo.backbone import create_backbone
 from xmoco_zoo.config import TrainConfig
 from xmoco_zoo.optim import create_optimizer
+from xmoco_zoo.pretrain import compile_backbones
 
 # Levers, each switched off on its own beside the default (the same MoCo v2 otherwise):
 METHODS["mocov2_plain_bn"] = {"bn_splits": 1}  # no split BN (the one-process shuffle-BN emulation)
@@ -44,6 +45,7 @@ TRAIN["mocov2_unfused_opt"] = {"fused_optimizer": False}  # torch's default (for
 METHODS["mocov2_nchw"] = {}
 NCHW.add("mocov2_nchw")  # default memory format instead of channels_last
 LEVERS = ["mocov2_plain_bn", "mocov2_unfused_opt", "mocov2_nchw"]
+METHODS["mocov2_compiled"] = {}  # with --compile: model.compile=true (torch.compile of both backbones)
 
 
 class BackboneLimit:
@@ -89,6 +91,9 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--methods", nargs="+", default=["mocov2"], choices=list(METHODS))
     p.add_argument(
+        "--compile", action="store_true", help="also run mocov2 with model.compile=true (torch.compile)"
+    )
+    p.add_argument(
         "--levers",
         action="store_true",
         help="also run mocov2 with each lever switched off: " + ", ".join(LEVERS),
@@ -99,9 +104,13 @@ def main(argv=None) -> dict:
 
     if args.levers:
         args.methods += [n for n in LEVERS if n not in args.methods]
+    if args.compile and "mocov2_compiled" not in args.methods:
+        args.methods.append("mocov2_compiled")
     x1, x2 = inputs(args)  # channels_last
     c1, c2 = x1.contiguous(), x2.contiguous()  # NCHW
     runs = {n: build(n, args) for n in args.methods}
+    if "mocov2_compiled" in runs:
+        compile_backbones(runs["mocov2_compiled"][0])  # compiled during the warm-up steps
     # The limit: the plain timm backbone (ordinary BatchNorm), channels_last as our methods run.
     torch.manual_seed(0)
     limit = BackboneLimit(create_backbone(args.backbone).to(memory_format=torch.channels_last))

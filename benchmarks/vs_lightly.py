@@ -13,7 +13,8 @@ Two modes:
 rotated order, medians. ``ours`` is MoCo v2 as ``pretrain`` runs it (channels_last, split BN as the one-process
 shuffle-BN emulation, the library's fused SGD). ``lightly`` is their example's pattern as written;
 ``lightly_channels_last`` is the same with the model and inputs in channels_last (what a lightly user could add
-by hand), to separate that lever from the rest.
+by hand), to separate that lever from the rest. lightly's pattern has no shuffle BN (nor its one-process emulation):
+``ours_plain_bn`` (``bn_splits=1``) is ours doing the same work.
 
     python benchmarks/vs_lightly.py --threads 2                        # resnet18, 32 px, batch 256, queue 4096
 
@@ -41,7 +42,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from regularizer_overhead import build, cpu_name, interleaved_medians  # noqa: E402
+from regularizer_overhead import METHODS, build, cpu_name, interleaved_medians  # noqa: E402
 from regularizer_overhead import step as our_step  # noqa: E402
 
 from xmoco_zoo.backbone import create_backbone  # noqa: E402
@@ -121,6 +122,8 @@ def step_mode(args: argparse.Namespace) -> dict:
     x1, x2 = (torch.randn(size, generator=g) for _ in range(2))
     c1, c2 = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x2))
     ours_model, ours_opt = build("mocov2", args)
+    METHODS["mocov2_plain_bn"] = {"bn_splits": 1}
+    plain_model, plain_opt = build("mocov2_plain_bn", args)
     hidden = ours_model.encoder.online.head[0].out_features  # the same projector widths on both sides
     sides = {}
     for name, cl in (("lightly", False), ("lightly_channels_last", True)):
@@ -147,6 +150,7 @@ def step_mode(args: argparse.Namespace) -> dict:
 
     steps = {
         "ours": lambda: our_step(ours_model, ours_opt, c1, c2),
+        "ours_plain_bn": lambda: our_step(plain_model, plain_opt, c1, c2),
         "lightly": timed(sides["lightly"], x1, x2),
         "lightly_channels_last": timed(sides["lightly_channels_last"], c1, c2),
     }
@@ -157,11 +161,16 @@ def step_mode(args: argparse.Namespace) -> dict:
         "setting": f"{args.backbone}, {args.image_size} px, batch {args.batch}, queue {args.queue}, "
         f"projector {ours_model.num_features}-{hidden}-{ours_model.cfg.dim}, rounds {args.rounds}",
         "median_step_s": med,
-        "ours_steps_per_s_over": {n: med[n] / med["ours"] for n in steps if n != "ours"},
+        "ours_steps_per_s_over": {n: med[n] / med["ours"] for n in steps if n.startswith("lightly")},
+        "ours_plain_bn_steps_per_s_over": {
+            n: med[n] / med["ours_plain_bn"] for n in steps if n.startswith("lightly")
+        },
     }
     print(f"\n{result['setting']}; {result['machine']}")
     for n in steps:
-        extra = f"   ours is {med[n] / med['ours']:.3f}x its steps/s" if n != "ours" else ""
+        extra = ""
+        if n.startswith("lightly"):
+            extra = f"   ours: {med[n] / med['ours']:.3f}x its steps/s, ours_plain_bn: {med[n] / med['ours_plain_bn']:.3f}x"
         print(f"{n:<24} median step {med[n]:.3f} s{extra}")
     return result
 
@@ -251,7 +260,7 @@ def epoch_mode(args: argparse.Namespace) -> dict:
     out_dir = Path(args.work_dir)
     runs = {}
     for r in range(args.repeats):
-        order = ["ours", "lightly"] if r % 2 == 0 else ["lightly", "ours"]
+        order = [s for s in (["ours", "lightly"] if r % 2 == 0 else ["lightly", "ours"]) if s in args.sides]
         for side in order:
             if side == "ours":
                 cmd = [
@@ -281,12 +290,14 @@ def epoch_mode(args: argparse.Namespace) -> dict:
         "setting": f"Fashion-MNIST, one epoch, {FMNIST_CONFIG.name} (batch, backbone, queue, aug), "
         f"{args.repeats} run(s) each",
         "wall_s": runs,
-        "ours_speedup": med["lightly"] / med["ours"],
+        "ours_overrides": args.ours_overrides,
+        "ours_speedup": med["lightly"] / med["ours"] if len(med) == 2 else None,
     }
     print(f"\n{result['setting']}; {result['machine']}")
     for k, v in med.items():
         print(f"{k:<10} epoch wall time {v:.1f} s")
-    print(f"ours is {result['ours_speedup']:.3f}x faster end to end")
+    if result["ours_speedup"] is not None:
+        print(f"ours is {result['ours_speedup']:.3f}x faster end to end")
     return result
 
 
@@ -300,6 +311,7 @@ def main(argv=None) -> dict | None:
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--sides", nargs="+", default=["ours", "lightly"], choices=["ours", "lightly"])
     p.add_argument("--repeats", type=int, default=1, help="epoch mode: runs per side (alternating order)")
     p.add_argument("--work-dir", default="runs/bench_vs_lightly", help="epoch mode: our run's output folder")
     p.add_argument(

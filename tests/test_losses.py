@@ -1,8 +1,9 @@
 import math
 
+import pytest
 import torch
 
-from xmoco_zoo.losses import contrastive_loss, info_nce
+from xmoco_zoo.losses import contrastive_loss, info_nce, info_nce_queue
 
 
 def _unit(*shape, dtype=torch.float64):
@@ -19,6 +20,31 @@ def test_info_nce_matches_naive_loop():
         ref += -math.log(pos / (pos + neg))
     ref /= 8
     assert abs(info_nce(q, k, queue, t).item() - ref) < 1e-9
+    assert abs(info_nce_queue(q, k, queue, t)[0].item() - ref) < 1e-9
+
+
+def test_one_buffer_info_nce_matches_the_composed_one_in_value_gradient_and_accuracy():
+    torch.manual_seed(2)
+    q0, k, queue = _unit(32, 16), _unit(32, 16), _unit(300, 16)
+    k[:5] = q0[:5]  # some rows whose positive beats every negative
+    for t in (0.07, 0.2, 1.0):
+        qa, qb = q0.clone().requires_grad_(), q0.clone().requires_grad_()
+        ref = info_nce(qa, k, queue, t)
+        (ref * 3).backward()  # an upstream gradient other than 1
+        loss, acc = info_nce_queue(qb, k, queue, t)
+        (loss * 3).backward()
+        torch.testing.assert_close(loss, ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(qb.grad, qa.grad, rtol=1e-10, atol=1e-12)
+        l_pos, l_neg = (q0 * k).sum(1), q0 @ queue.t()
+        assert acc.item() == (l_pos > l_neg.max(1).values).double().mean().item() and acc.item() >= 5 / 32
+
+
+def test_one_buffer_info_nce_refuses_a_second_backward():
+    q = _unit(4, 8).requires_grad_()
+    loss, _ = info_nce_queue(q, _unit(4, 8), _unit(10, 8), 0.2)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="inplace"):
+        loss.backward()
 
 
 def test_contrastive_loss_matches_naive_loop_with_rank_offset():
@@ -40,6 +66,10 @@ def test_losses_carry_gradient_to_queries_only():
     k, queue = _unit(6, 8, dtype=torch.float32), _unit(20, 8, dtype=torch.float32)
     info_nce(q, k, queue, 0.2).backward()
     assert q.grad is not None and q.grad.abs().sum() > 0
+    q1 = q.detach().clone().requires_grad_()
+    k1, queue1 = k.clone().requires_grad_(), queue.clone().requires_grad_()
+    info_nce_queue(q1, k1, queue1, 0.2)[0].backward()
+    assert q1.grad.abs().sum() > 0 and k1.grad is None and queue1.grad is None
     q2 = _unit(6, 8, dtype=torch.float32).requires_grad_()
     contrastive_loss(q2, k, 1.0).backward()
     assert q2.grad.abs().sum() > 0

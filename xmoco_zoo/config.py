@@ -32,6 +32,9 @@ class ModelConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
     # channels_last memory format for conv nets (faster on most CPUs and GPUs).
     channels_last: bool = True
+    # torch.compile the online and momentum backbones (in place: checkpoints and exports are unchanged).
+    # Off by default: slower than eager for resnet18 on the development CPU (README, Performance).
+    compile: bool = False
 
 
 @dataclass

@@ -152,6 +152,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_intermixed_args(argv)  # overrides may come before and after the flags
 
 
+def compile_backbones(model: torch.nn.Module) -> None:
+    """``torch.compile`` the online and momentum backbones in place (``nn.Module.compile``: the state_dict keys,
+    hence checkpoints and exports, are unchanged)."""
+    model.encoder.online.backbone.compile()
+    model.encoder.momentum.backbone.compile()
+
+
 def build_loaders(
     cfg: Config, channels: int
 ) -> tuple[DataLoader, EpochSampler, TwoViewDataset | EpochImages, tuple | None]:
@@ -256,6 +263,8 @@ def _main(argv: list[str] | None, stop: StopOnSigterm) -> dict:
         model = convert_sync_batchnorm(model, accelerator.device)
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if cfg.model.compile:
+        compile_backbones(model)
     total_batch = cfg.train.batch_size * accelerator.num_processes
     peak_lr = cfg.train.base_lr * total_batch / 256
     optimizer = create_optimizer(model, cfg.train, peak_lr)

@@ -11,7 +11,14 @@ from .amcl import (
     temperature_stats,
 )
 from .co2 import co2_consistency
-from .infonce import at_least_fp32, contrastive_loss, contrastive_loss_from_sims, info_nce, info_nce_from_sims
+from .infonce import (
+    at_least_fp32,
+    contrastive_loss,
+    contrastive_loss_from_sims,
+    info_nce,
+    info_nce_from_sims,
+    info_nce_queue,
+)
 from .xmoco import cross_consistency, uniformity
 
 __all__ = [
@@ -25,6 +32,7 @@ __all__ = [
     "drop_positive",
     "info_nce",
     "info_nce_from_sims",
+    "info_nce_queue",
     "omega",
     "omega_minimum",
     "omega_shifted",

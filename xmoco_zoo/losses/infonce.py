@@ -36,6 +36,57 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature:
     return info_nce_from_sims((q * k).sum(1), q @ queue.t(), temperature)
 
 
+class _InfoNCEQueue(torch.autograd.Function):
+    """MoCo v2's InfoNCE over a queue with one (N, K) buffer, updated in place.
+
+    The composed version (``info_nce_from_sims``) makes about five (N, K) tensors per step (the product, the
+    concatenation with the positives, the division by T, logsumexp's temporaries, their gradients); at MoCo's
+    K = 65536 each is 64 MB for a batch of 256, and their memory traffic and page faults cost more than the
+    two matrix products themselves. Here 1/T is folded into q before the product, the buffer becomes
+    exp(logit − row max) in place, and backward turns it into the softmax gradient in place. Gradient for q
+    only (keys and the queue carry none in MoCo). One backward per forward (the buffer is reused).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, queue, temperature):  # noqa: ANN001, ANN205
+        inv_t = 1.0 / temperature
+        pos = (q * k).sum(1) * inv_t  # (N,) positive logits
+        z = torch.mm(q * inv_t, queue.t())  # (N, K) negative logits: the one (N, K) buffer
+        neg_max = z.amax(1)
+        m = torch.maximum(neg_max, pos)
+        z.sub_(m[:, None]).exp_()
+        s = z.sum(1) + (pos - m).exp()
+        loss = (m + s.log() - pos).mean()
+        acc = (pos > neg_max).float().mean()  # the positive beats every negative
+        ctx.save_for_backward(z, s, m, pos, k, queue)
+        ctx.inv_t = inv_t
+        ctx.mark_non_differentiable(acc)
+        return loss, acc
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_acc):  # noqa: ANN001, ANN205
+        z, s, m, pos, k, queue = ctx.saved_tensors
+        scale = grad_loss / z.shape[0]
+        z.mul_((scale / s)[:, None])  # softmax over the negatives, times dL/dloss / N
+        grad_q = torch.mm(z, queue)
+        grad_q.addcmul_(k, (((pos - m).exp() / s - 1) * scale)[:, None])
+        return grad_q.mul_(ctx.inv_t), None, None, None
+
+
+def info_nce_queue(
+    q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MoCo v2's InfoNCE (the same value and q-gradient as :func:`info_nce`) and its top-1 accuracy, computed with
+    one (N, K) buffer; for when no other term needs the raw products q·queueᵀ.
+
+    Shape:
+        q: (N, D) normalised queries (with grad). k: (N, D) normalised keys. queue: (K, D) negatives.
+        output: (loss, accuracy) scalars; accuracy is the share of rows whose positive beats every negative.
+    """
+    q, k, queue = at_least_fp32(q), at_least_fp32(k).detach(), at_least_fp32(queue).detach()
+    return _InfoNCEQueue.apply(q, k, queue, temperature)
+
+
 def contrastive_loss(
     q: torch.Tensor, k_all: torch.Tensor, temperature: float, offset: int = 0
 ) -> torch.Tensor:

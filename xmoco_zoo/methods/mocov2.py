@@ -17,7 +17,7 @@ from ..distributed import (
     unshuffle_across_processes,
     world_size,
 )
-from ..losses import info_nce_from_sims
+from ..losses import info_nce_from_sims, info_nce_queue
 from ..momentum import KeyQueue, MomentumEncoder, convert_split_bn, split_bn_permutation
 from ._common import Encoder, mocov2_projector
 from ._registry import register_method
@@ -107,6 +107,12 @@ class MoCoV2(MoCoBase):
 
     def base_loss(self, step: Step) -> dict[str, torch.Tensor]:
         losses, accs = [], []
+        if not self.regularizers:  # nothing else reads q·queueᵀ: the one-buffer InfoNCE
+            for a in step.pairs:
+                loss, acc = info_nce_queue(step.q[a], step.k[1 - a], step.queue, self.cfg.temperature)
+                losses.append(loss)
+                accs.append(acc)
+            return {"loss_nce": sum(losses) / len(losses), "acc1": sum(accs) / len(accs)}
         for a in step.pairs:
             l_pos, l_neg = step.positive(a), step.query_queue(a)
             losses.append(info_nce_from_sims(l_pos, l_neg, self.cfg.temperature))

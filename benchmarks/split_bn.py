@@ -1,0 +1,122 @@
+"""Split BatchNorm (MoCo's one-process shuffle-BN emulation) against plain BatchNorm, side by side in one run.
+
+Three resnet18 backbones differing only in their BatchNorm layers, channels_last as our methods run:
+``plain`` (ordinary BatchNorm2d, one group), ``reshape`` (MoCo's demo formulation: the batch reshaped to
+(N/S, S*C, H, W) so one BatchNorm over S*C channels normalises each group; on a channels_last tensor the reshape
+and its inverse are copies), and ``ours`` (:class:`xmoco_zoo.momentum.SplitBatchNorm2d`: each contiguous block of
+N/S samples through the fused kernel as a free view, one ``cat``). Forward + backward (the query encoder) and
+forward under no_grad (the key encoder), interleaved rounds, medians, ratios to plain.
+
+    python benchmarks/split_bn.py --threads 2                 # resnet18, 32 px, batch 256, 8 groups
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from regularizer_overhead import cpu_name, interleaved_medians  # noqa: E402
+
+from xmoco_zoo.backbone import create_backbone  # noqa: E402
+from xmoco_zoo.momentum import SplitBatchNorm2d, replace_batchnorm  # noqa: E402
+
+
+class ReshapeSplitBN(nn.BatchNorm2d):
+    """MoCo demo's split BN: groups are samples n % S, normalised as S*C channels of an (N/S)-sample batch."""
+
+    def __init__(self, num_features: int, num_splits: int) -> None:
+        super().__init__(num_features)
+        self.num_splits = num_splits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        s = self.num_splits
+        mean, var = self.running_mean.repeat(s), self.running_var.repeat(s)
+        out = F.batch_norm(
+            x.reshape(n // s, c * s, h, w),
+            mean,
+            var,
+            self.weight.repeat(s),
+            self.bias.repeat(s),
+            True,
+            0.1,
+            self.eps,
+        )
+        with torch.no_grad():
+            self.running_mean.copy_(mean.view(s, c).mean(0))
+            self.running_var.copy_(var.view(s, c).mean(0))
+        return out.reshape(n, c, h, w)
+
+
+def backbone(kind: str, args) -> nn.Module:
+    torch.manual_seed(0)
+    b = create_backbone(args.backbone)
+    if kind != "plain":
+        cls = {"reshape": ReshapeSplitBN, "ours": SplitBatchNorm2d}[kind]
+        replace_batchnorm(b, (nn.BatchNorm2d,), lambda bn: cls(bn.num_features, args.splits))
+    return b.to(memory_format=torch.channels_last).train()
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backbone", default="resnet18")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--splits", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    x = torch.randn(args.batch, 3, args.image_size, args.image_size).contiguous(
+        memory_format=torch.channels_last
+    )
+    models = {k: backbone(k, args) for k in ("plain", "reshape", "ours")}
+
+    def fwd_bwd(m):
+        def run() -> float:
+            t0 = time.perf_counter()
+            m(x).sum().backward()
+            for q in m.parameters():
+                q.grad = None
+            return time.perf_counter() - t0
+
+        return run
+
+    def fwd(m):
+        def run() -> float:
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                m(x)
+            return time.perf_counter() - t0
+
+        return run
+
+    steps = {f"{k} fwd+bwd": fwd_bwd(m) for k, m in models.items()}
+    steps.update({f"{k} fwd (no_grad)": fwd(m) for k, m in models.items()})
+    med = interleaved_medians(steps, args.rounds, args.warmup)
+    result = {
+        "machine": f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}",
+        "setting": f"{args.backbone}, {args.image_size} px, batch {args.batch}, {args.splits} groups, channels_last",
+        "median_s": med,
+        "ratio_to_plain": {k: med[k] / med[k.replace(k.split()[0], "plain", 1)] for k in med},
+    }
+    print(f"\n{result['setting']}; {result['machine']}")
+    for k in med:
+        print(f"{k:<24} {med[k]:.4f} s   {result['ratio_to_plain'][k]:.3f} x plain")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
