@@ -20,8 +20,9 @@ by hand), to separate that lever from the rest. lightly's pattern has no shuffle
 
 ``--mode epoch``: one Fashion-MNIST epoch end to end, real augmentations and data loading, each side in its own
 process (one after the other, never at once): ours is ``recipes/pretrain.py`` with the quickstart config
-(kNN monitor and export off), lightly's is the same backbone, head, queue, batch, optimizer, loader workers and
-augmentation parameters built from lightly's pieces (``MoCoV2Transform`` on PIL images, their model pattern and
+(kNN monitor and export off; its loader has no workers: with batched augmentations they only add copies), lightly's
+is the same backbone, head, queue, batch, optimizer and augmentation parameters built from lightly's pieces, with 2
+loader workers for its per-image augmentations (``--lightly-workers``) (``MoCoV2Transform`` on PIL images, their model pattern and
 loss). Wall time of each process, start-up included.
 
     python benchmarks/vs_lightly.py --mode epoch
@@ -227,7 +228,7 @@ def lightly_epoch_worker(args: argparse.Namespace) -> None:
         batch_size=cfg.train.batch_size,
         shuffle=True,
         drop_last=True,
-        num_workers=cfg.data.num_workers,
+        num_workers=args.lightly_workers,  # per-image PIL augmentations need workers (their example: 8)
     )
     torch.manual_seed(0)
     backbone = create_backbone(cfg.model.backbone, **cfg.model.kwargs)
@@ -276,7 +277,15 @@ def epoch_mode(args: argparse.Namespace) -> dict:
                     *args.ours_overrides,
                 ]
             else:
-                cmd = [sys.executable, __file__, "--lightly-epoch-worker", "--threads", str(args.threads)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--lightly-epoch-worker",
+                    "--threads",
+                    str(args.threads),
+                    "--lightly-workers",
+                    str(args.lightly_workers),
+                ]
             print(f"[{side}] {' '.join(cmd)}", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
             subprocess.run(cmd, check=True, env=env, cwd=ROOT)
@@ -311,6 +320,7 @@ def main(argv=None) -> dict | None:
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--lightly-workers", type=int, default=2, help="epoch mode: lightly's loader workers")
     p.add_argument("--sides", nargs="+", default=["ours", "lightly"], choices=["ours", "lightly"])
     p.add_argument("--repeats", type=int, default=1, help="epoch mode: runs per side (alternating order)")
     p.add_argument("--work-dir", default="runs/bench_vs_lightly", help="epoch mode: our run's output folder")

@@ -143,9 +143,9 @@ class AugConfig:
     flip_p: float = 0.5
     # Augment whole batches on the training device (xmoco_zoo.batch_augment: the same ops and parameters,
     # vectorized) instead of image by image in the loader workers. Needs same-size images (fashion_mnist,
-    # synthetic); imagefolder stays per image. On Fashion-MNIST it costs 0.06 ms of CPU per image instead of
-    # 1.3 (the README's Performance section); the differences from the per-image pipeline are listed in
-    # batch_augment's docstring.
+    # synthetic); imagefolder stays per image. On Fashion-MNIST it costs about 10x less CPU per image
+    # (benchmarks/augment.py; the README's Performance section); the differences from the per-image pipeline
+    # are listed in batch_augment's docstring.
     batched: bool = False
 
 
