@@ -410,8 +410,11 @@ def _main(argv: list[str] | None, stop: StopOnSigterm) -> dict:
                 resume_rng = None
             if batch_views is not None:  # views, seeded by (seed, epoch, batch, process): exact on resume
                 aug_gen.manual_seed(
-                    ((cfg.train.seed * 1_000_003 + epoch) * 1_000_033 + state.epoch_step) * 1_009
-                    + accelerator.process_index
+                    (
+                        ((cfg.train.seed * 1_000_003 + epoch) * 1_000_033 + state.epoch_step) * 1_009
+                        + accelerator.process_index
+                    )
+                    % (2**63 - 1)
                 )
                 x1, x2 = batch_views(views, aug_gen)
             else:

@@ -1,0 +1,98 @@
+"""The benchmark scripts run and report what the README quotes (tiny settings; no timing is asserted)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT
+
+TINY = ["--backbone", "test_resnet", "--image-size", "16", "--batch", "16", "--queue", "64", "--threads", "1"]
+
+
+def _run(script: str, *args: str, tmp_path) -> dict:
+    out = tmp_path / f"{script}.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def _positive(d: dict) -> bool:
+    return all(v > 0 for v in d.values())
+
+
+def test_step_overhead_reports_every_lever_against_both_limits(tmp_path):
+    r = _run("step_overhead", *TINY, "--levers", "--rounds", "1", "--warmup", "0", tmp_path=tmp_path)
+    assert {
+        "backbone_limit",
+        "limit_with_updates",
+        "backbone_limit_nchw",
+        "mocov2",
+        "mocov2_plain_bn",
+        "mocov2_unfused_opt",
+        "mocov2_nchw",
+    } <= set(r["median_step_s"])
+    assert _positive(r["median_step_s"]) and set(r["ratio_to_limit_with_updates"]) >= {
+        "mocov2",
+        "mocov2_nchw",
+    }
+
+
+def test_regularizer_overhead_and_split_bn_and_augment_run(tmp_path):
+    r = _run("regularizer_overhead", *TINY, "--rounds", "1", "--warmup", "0", tmp_path=tmp_path)
+    assert set(r["ratios"]) == {"co2/mocov2", "xmoco/mocov2_symmetric", "xmoco/mocov2", "amcl/mocov2"}
+    r = _run(
+        "split_bn",
+        "--backbone",
+        "test_resnet",
+        "--batch",
+        "16",
+        "--image-size",
+        "16",
+        "--splits",
+        "4",
+        "--rounds",
+        "1",
+        "--warmup",
+        "0",
+        "--threads",
+        "1",
+        tmp_path=tmp_path,
+    )
+    assert len(r["ratio_to_plain"]) == 6 and r["ratio_to_plain"]["plain fwd+bwd"] == 1.0
+    r = _run("augment", "--batch", "8", "--rounds", "1", "--threads", "1", tmp_path=tmp_path)
+    assert _positive(r["core_ms_per_image"]) and r["per_image_over_batched"] > 0
+
+
+def test_scaling_reports_time_and_peak_memory_per_setting(tmp_path):
+    r = _run(
+        "scaling",
+        *TINY,
+        "--sweeps",
+        "amcl_heads",
+        "--rounds",
+        "1",
+        "--warmup",
+        "0",
+        "--mem-steps",
+        "1",
+        tmp_path=tmp_path,
+    )
+    rows = r["sweeps"]["amcl_heads"]
+    assert [x["setting"] for x in rows] == ["mocov2", "amcl_h1", "amcl_h2", "amcl_h3", "amcl_h4"]
+    assert all(x["step_s"] > 0 and x["peak_mb"] >= 0 for x in rows)
+
+
+def test_vs_lightly_step_mode(tmp_path):
+    pytest.importorskip(
+        "lightly", reason="lightly is a benchmark-only dependency (pip install -e '.[bench]')"
+    )
+    r = _run("vs_lightly", *TINY, "--rounds", "1", "--warmup", "0", tmp_path=tmp_path)
+    assert set(r["median_step_s"]) == {"ours", "ours_plain_bn", "lightly", "lightly_channels_last"}
