@@ -96,3 +96,11 @@ def test_vs_lightly_step_mode(tmp_path):
     )
     r = _run("vs_lightly", *TINY, "--rounds", "1", "--warmup", "0", tmp_path=tmp_path)
     assert set(r["median_step_s"]) == {"ours", "ours_plain_bn", "lightly", "lightly_channels_last"}
+
+
+def test_step_parts_times_each_part_and_the_three_sgd_kernels(tmp_path):
+    r = _run("step_parts", *TINY, "--bn-splits", "4", "--rounds", "1", tmp_path=tmp_path)
+    assert {"mocov2: EMA update", "mocov2: optimizer step", "limit: key forward", "mocov2: total"} <= set(
+        r["median_ms"]
+    )
+    assert set(r["sgd_step_ms"]) == {"for-loop (torch's CPU default)", "foreach", "fused"}

@@ -196,7 +196,7 @@ class TrainConfig:
     sgd_momentum: float = 0.9
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])  # adamw
     # torch's fused SGD/AdamW kernel (CPU and CUDA): 2.5x faster optimizer step than the default for-loop
-    # on CPU (benchmarks/step_overhead.py --parts). Same update up to float rounding. LARS has none.
+    # on CPU (benchmarks/step_parts.py). Same update up to float rounding. LARS has none.
     fused_optimizer: bool = True
     warmup_epochs: float = 0.0
     min_lr_ratio: float = 0.0
