@@ -100,17 +100,27 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def setting_parser(
+    doc: str | None, rounds: int = 10, warmup: int = 2, queue: bool = True
+) -> argparse.ArgumentParser:
+    """The arguments every step benchmark shares: the setting (backbone, image size, batch, queue), the rounds and
+    warm-up steps of :func:`interleaved_medians`, the thread count and ``--json``."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", default="resnet18")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--queue", type=int, default=4096)
-    p.add_argument("--rounds", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
+    if queue:
+        p.add_argument("--queue", type=int, default=4096)
+    p.add_argument("--rounds", type=int, default=rounds)
+    p.add_argument("--warmup", type=int, default=warmup)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--json", help="also write the results here")
+    return p
+
+
+def main(argv=None) -> dict:
+    p = setting_parser(__doc__)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 

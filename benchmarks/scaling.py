@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from regularizer_overhead import METHODS, build, cpu_name, inputs, interleaved_medians, step  # noqa: E402
+from regularizer_overhead import METHODS, build, cpu_name, inputs, interleaved_medians, setting_parser, step  # noqa: E402
 
 SWEEPS = {
     "batch": [("mocov2", {"batch": b}) for b in (64, 128, 256, 512)],
@@ -81,18 +81,10 @@ def memory_worker(args: argparse.Namespace) -> None:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", default="resnet18")
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--queue", type=int, default=4096)
+    p = setting_parser(__doc__, rounds=5, warmup=1)
     p.add_argument("--sweeps", nargs="+", default=list(SWEEPS), choices=list(SWEEPS))
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--mem-steps", type=int, default=3)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where peak memory is measured")
-    p.add_argument("--json", help="also write the results here")
     p.add_argument("--memory-worker", help=argparse.SUPPRESS)
     p.add_argument("--over", default="{}", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

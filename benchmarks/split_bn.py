@@ -12,7 +12,6 @@ forward under no_grad (the key encoder), interleaved rounds, medians, ratios to 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from regularizer_overhead import cpu_name, interleaved_medians  # noqa: E402
+from regularizer_overhead import cpu_name, interleaved_medians, setting_parser  # noqa: E402
 
 from xmoco_zoo.backbone import create_backbone  # noqa: E402
 from xmoco_zoo.momentum import SplitBatchNorm2d, replace_batchnorm  # noqa: E402
@@ -66,15 +65,8 @@ def backbone(kind: str, args) -> nn.Module:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", default="resnet18")
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--batch", type=int, default=256)
+    p = setting_parser(__doc__, rounds=15, queue=False)
     p.add_argument("--splits", type=int, default=8)
-    p.add_argument("--rounds", type=int, default=15)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     x = torch.randn(args.batch, 3, args.image_size, args.image_size).contiguous(

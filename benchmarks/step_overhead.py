@@ -16,7 +16,6 @@ channels_last, and the NCHW backbone limit), so each lever's worth is read off t
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import time
@@ -30,6 +29,7 @@ from regularizer_overhead import (  # same folder: run as a script
     cpu_name,
     inputs,
     interleaved_medians,
+    setting_parser,
     step,
 )
 
@@ -81,14 +81,7 @@ class BackboneLimit:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", default="resnet18")
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--queue", type=int, default=4096)
-    p.add_argument("--rounds", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p = setting_parser(__doc__)
     p.add_argument("--methods", nargs="+", default=["mocov2"], choices=list(METHODS))
     p.add_argument(
         "--compile", action="store_true", help="also run mocov2 with model.compile=true (torch.compile)"
@@ -98,7 +91,6 @@ def main(argv=None) -> dict:
         action="store_true",
         help="also run mocov2 with each lever switched off: " + ", ".join(LEVERS),
     )
-    p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 

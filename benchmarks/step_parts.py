@@ -6,7 +6,6 @@ with the limit's own parts, medians; plus the optimizer step alone in torch's th
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import statistics
@@ -17,22 +16,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from regularizer_overhead import METHODS, build, cpu_name, inputs  # noqa: E402
+from regularizer_overhead import METHODS, build, cpu_name, inputs, setting_parser  # noqa: E402
 from step_overhead import BackboneLimit  # noqa: E402
 
 from xmoco_zoo.backbone import create_backbone  # noqa: E402
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", default="resnet18")
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--queue", type=int, default=4096)
+    p = setting_parser(__doc__, rounds=12, warmup=2)
     p.add_argument("--bn-splits", type=int, default=8)
-    p.add_argument("--rounds", type=int, default=12)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     METHODS["mocov2_parts"] = {"bn_splits": args.bn_splits}

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from regularizer_overhead import METHODS, build, cpu_name, interleaved_medians  # noqa: E402
+from regularizer_overhead import METHODS, build, cpu_name, interleaved_medians, setting_parser  # noqa: E402
 from regularizer_overhead import step as our_step  # noqa: E402
 
 from xmoco_zoo.backbone import create_backbone  # noqa: E402
@@ -311,15 +311,8 @@ def epoch_mode(args: argparse.Namespace) -> dict:
 
 
 def main(argv=None) -> dict | None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = setting_parser(__doc__)
     p.add_argument("--mode", choices=["step", "epoch"], default="step")
-    p.add_argument("--backbone", default="resnet18")
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--queue", type=int, default=4096)
-    p.add_argument("--rounds", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--lightly-workers", type=int, default=2, help="epoch mode: lightly's loader workers")
     p.add_argument("--sides", nargs="+", default=["ours", "lightly"], choices=["ours", "lightly"])
     p.add_argument("--repeats", type=int, default=1, help="epoch mode: runs per side (alternating order)")
@@ -327,7 +320,6 @@ def main(argv=None) -> dict | None:
     p.add_argument(
         "--ours-overrides", nargs="*", default=[], help="epoch mode: extra config overrides for ours"
     )
-    p.add_argument("--json", help="also write the results here")
     p.add_argument("--lightly-epoch-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.lightly_epoch_worker:
