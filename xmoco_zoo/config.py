@@ -33,7 +33,8 @@ class ModelConfig:
     # channels_last memory format for conv nets (faster on most CPUs and GPUs).
     channels_last: bool = True
     # torch.compile the online and momentum backbones (in place: checkpoints and exports are unchanged).
-    # Off by default: slower than eager for resnet18 on the development CPU (README, Performance).
+    # Off by default: within noise of eager for resnet18 on the development CPU, after a minute of compiling
+    # (README, Performance).
     compile: bool = False
 
 
@@ -94,9 +95,8 @@ class MethodConfig:
     base: str = "mocov2"  # mocov2 | mocov3
     regularizers: list[str] = field(default_factory=list)  # any of co2, xmoco, amcl
     dim: int = 128  # embedding dim D
-    hidden_dim: int | None = (
-        None  # projector hidden width; None: the backbone's feature width (MoCo v2's code)
-    )
+    # Projector hidden width; None: the backbone's feature width (as MoCo v2's code).
+    hidden_dim: int | None = None
     temperature: float = 0.2
     momentum: float = 0.999  # m, or m0 for the cosine schedule
     momentum_schedule: str = "constant"  # constant | cosine
@@ -195,8 +195,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     sgd_momentum: float = 0.9
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])  # adamw
-    # torch's fused SGD/AdamW kernel (CPU and CUDA): 2.5x faster optimizer step than the default for-loop
-    # on CPU (benchmarks/step_parts.py). Same update up to float rounding. LARS has none.
+    # torch's fused SGD/AdamW kernel (CPU and CUDA): the SGD step 2.6x faster than torch's CPU default
+    # (a for-loop; benchmarks/step_parts.py). Same update up to float rounding. LARS has none.
     fused_optimizer: bool = True
     warmup_epochs: float = 0.0
     min_lr_ratio: float = 0.0

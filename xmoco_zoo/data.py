@@ -265,23 +265,6 @@ class TwoViewDataset(Dataset):
             return self.views(img), label
 
 
-class EpochImages(Dataset):
-    """The pretraining images as they are, ``(image, label)``, for augmentation on the batch
-    (``aug.batched``); ``set_epoch`` is a no-op kept so that the loop treats both kinds alike."""
-
-    def __init__(self, base: Dataset) -> None:
-        self.base = base
-
-    def set_epoch(self, epoch: int) -> None:
-        pass
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.base[i]
-
-
 class TransformDataset(Dataset):
     """Apply a deterministic transform to a labelled dataset (evaluation)."""
 

@@ -30,14 +30,14 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .augment import TwoViews, eval_transform
 from .batch_augment import BatchTwoViews
 from .config import Config, load_config, to_dict, to_yaml
-from .data import EpochImages, EpochSampler, TransformDataset, TwoViewDataset, labelled_splits, subset
+from .data import EpochSampler, TransformDataset, TwoViewDataset, labelled_splits, subset
 from .distributed import broadcast_norm_buffers, convert_sync_batchnorm
 from .export import export_model
 from .knn import extract_features, knn_accuracy
@@ -159,13 +159,11 @@ def compile_backbones(model: torch.nn.Module) -> None:
     model.encoder.momentum.backbone.compile()
 
 
-def build_loaders(
-    cfg: Config, channels: int
-) -> tuple[DataLoader, EpochSampler, TwoViewDataset | EpochImages, tuple | None]:
+def build_loaders(cfg: Config, channels: int) -> tuple[DataLoader, EpochSampler, Dataset, tuple | None]:
     train_split, test_split = labelled_splits(cfg, channels)
     pretrain_images = subset(train_split, cfg.data.subset, cfg.train.seed)
     if cfg.aug.batched:  # the loader yields the raw uint8 images; BatchTwoViews makes the views on the device
-        pretrain_ds = EpochImages(pretrain_images)
+        pretrain_ds = pretrain_images
     else:
         pretrain_ds = TwoViewDataset(pretrain_images, TwoViews(cfg.aug, channels), seed=cfg.train.seed)
     sampler = EpochSampler(len(pretrain_ds), seed=cfg.train.seed)
@@ -387,7 +385,8 @@ def _main(argv: list[str] | None, stop: StopOnSigterm) -> dict:
         # resumed process): set it, and it passes the epoch on to the sampler. The dataset's epoch seeds the views.
         loader.set_epoch(epoch)
         sampler.set_epoch(epoch)
-        pretrain_ds.set_epoch(epoch)
+        if isinstance(pretrain_ds, TwoViewDataset):  # per-image views are seeded by the epoch
+            pretrain_ds.set_epoch(epoch)
         epoch_loader = loader
         if state.epoch_step:  # resuming a mid-epoch checkpoint: the same order, from the next batch
             epoch_loader = accelerator.skip_first_batches(loader, state.epoch_step)
