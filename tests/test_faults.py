@@ -248,13 +248,22 @@ def _run_two(*args: str, env: dict | None = None, timeout: int = 300) -> subproc
     return launch_two(*TINY, "train.batch_size=8", *args, env=env, timeout=timeout)
 
 
+@pytest.fixture(scope="module")
+def reference_two(tmp_path_factory):
+    """An uninterrupted run of the tiny job in 2 processes (batch 8 each)."""
+    ref = tmp_path_factory.mktemp("faults_two") / "reference"
+    _ok(_run_two(f"train.output_dir={ref}"))
+    return ref
+
+
 @pytest.mark.slow
-def test_two_processes_sigterm_on_one_rank_stops_both_at_the_same_step_and_resume_is_exact(tmp_path):
+def test_two_processes_sigterm_on_one_rank_stops_both_at_the_same_step_and_resume_is_exact(
+    tmp_path, reference_two
+):
     """SIGTERM reaching one process only (rank 1, after step 3): the per-step all-reduce makes both stop after
     the same step and write one mid-epoch checkpoint (no hang in a collective); resuming with 2 processes ends
     bitwise equal to an uninterrupted 2-process run (shuffle BN across processes, per-rank RNG states)."""
-    ref, out = tmp_path / "reference", tmp_path / "run"
-    _ok(_run_two(f"train.output_dir={ref}"))
+    ref, out = reference_two, tmp_path / "run"
     p = _run_two(f"train.output_dir={out}", env={"XMOCO_TEST_SIGNAL_AT_STEP": "3:TERM:1"})
     assert p.returncode != 0 and "SIGTERM: stopped after step 3" in p.stdout, p.stderr[-3000:]
     assert _names(out) == ["epoch_0000_step_00000003"]
@@ -263,3 +272,22 @@ def test_two_processes_sigterm_on_one_rank_stops_both_at_the_same_step_and_resum
     p = _ok(_run_two(f"train.output_dir={out}", "--resume"))
     assert "batch 3 of epoch 1" in p.stdout
     _assert_same_training_state(ref / "checkpoints/epoch_0002", out / "checkpoints/epoch_0002")
+
+
+@pytest.mark.slow
+def test_slurm_sigterm_to_every_process_under_the_elastic_launcher_still_checkpoints(tmp_path, reference_two):
+    """Slurm's stop (time limit, scancel, preemption) sends SIGTERM to every process of the job step: the
+    launcher (``accelerate launch --multi_gpu``, torch's elastic agent) and both workers. The agent forwards the
+    SIGTERM it got to its workers, so each worker receives it twice within milliseconds. The copy must not be
+    taken as "exit now": both workers finish step 5, write one mid-epoch checkpoint and exit, and resuming ends
+    bitwise equal to an uninterrupted 2-process run."""
+    out = tmp_path / "run"
+    p = _run_two(f"train.output_dir={out}", env={"XMOCO_TEST_SIGNAL_AT_STEP": "5:TERMSLURM:0"})
+    assert p.returncode != 0, "the launcher reports the stop"
+    assert "SIGTERM: stopped after step 5" in p.stdout, f"{p.stdout[-2000:]}\n{p.stderr[-4000:]}"
+    assert "closing signal SIGTERM" in p.stderr, "the agent forwarded its copy"
+    assert p.stderr.count("SIGTERM again: already stopping") == 2, "each worker got (and absorbed) a second one"
+    assert _names(out) == ["epoch_0000_step_00000005"]
+    p = _ok(_run_two(f"train.output_dir={out}", "--resume"))
+    assert "batch 5 of epoch 1" in p.stdout
+    _assert_same_training_state(reference_two / "checkpoints/epoch_0002", out / "checkpoints/epoch_0002")

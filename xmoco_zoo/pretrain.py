@@ -10,8 +10,9 @@ schedules → forward → backward → log; epoch: kNN monitor → atomic checkp
 Faults: a NaN/inf loss stops the run naming the step and the term (the last checkpoint is kept); SIGTERM
 finishes the current step, writes a checkpoint (mid-epoch if need be: ``--resume`` then continues from that
 exact batch) and exits with status 143; after a ``kill -9``, ``--resume`` continues from the last complete
-checkpoint. Test hook (tests/test_faults.py, not an option): ``XMOCO_TEST_SIGNAL_AT_STEP=N:KILL|TERM|TERMGROUP[:RANK]``
-makes the process send itself that signal right after optimizer step N (on every rank, or on RANK only).
+checkpoint. Test hook (tests/test_faults.py, not an option): ``XMOCO_TEST_SIGNAL_AT_STEP=N:KILL|TERM|TERMGROUP|TERMSLURM[:RANK]``
+makes the process send itself that signal right after optimizer step N (on every rank, or on RANK only);
+TERMSLURM signals the launcher and all its workers, as Slurm stops a job step.
 """
 
 from __future__ import annotations
@@ -94,11 +95,16 @@ class TrainState:
 class StopOnSigterm:
     """While active, SIGTERM only sets ``requested``: the loop finishes its step, checkpoints and exits.
 
-    A second SIGTERM exits at once (the default action). Outside the main thread it does nothing.
+    Further SIGTERMs are absorbed, not taken as "exit now": under Slurm every process of the job step gets
+    SIGTERM and the launcher (torch's elastic agent, behind ``accelerate launch --multi_gpu`` and torchrun)
+    forwards its own copy to its workers, so each worker receives two within milliseconds. To exit at once,
+    send SIGINT (Ctrl-C) or SIGKILL; the launchers and Slurm send SIGKILL after their grace period anyway.
+    Outside the main thread it does nothing.
     """
 
     def __init__(self) -> None:
         self.requested = False
+        self._repeats = 0
         self._previous = None
 
     def __enter__(self) -> StopOnSigterm:
@@ -108,8 +114,14 @@ class StopOnSigterm:
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
+            self._repeats += 1
+            if self._repeats == 1:
+                print(
+                    "SIGTERM again: already stopping after this step (Ctrl-C or kill -9 to exit at once)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            return
         self.requested = True
         print("SIGTERM: finishing this step, then writing a checkpoint", file=sys.stderr, flush=True)
 
@@ -119,8 +131,9 @@ class StopOnSigterm:
 
 
 def _test_signal_hook(step: int, rank: int) -> None:
-    """``XMOCO_TEST_SIGNAL_AT_STEP=N:KILL|TERM|TERMGROUP[:RANK]``: after step N, send this process (TERMGROUP:
-    its whole process group, loader workers included) the signal. A test hook."""
+    """``XMOCO_TEST_SIGNAL_AT_STEP=N:KILL|TERM|TERMGROUP|TERMSLURM[:RANK]``: after step N, send this process
+    (TERMGROUP: its whole process group, loader workers included; TERMSLURM: its launcher and every process the
+    launcher started, as Slurm does) the signal. A test hook."""
     spec = os.environ.get("XMOCO_TEST_SIGNAL_AT_STEP")
     if not spec:
         return
@@ -128,8 +141,25 @@ def _test_signal_hook(step: int, rank: int) -> None:
     if int(n) == step and (not only or int(only[0]) == rank):
         if sig == "TERMGROUP":
             os.killpg(os.getpgid(0), signal.SIGTERM)
+        elif sig == "TERMSLURM":  # as Slurm stops a job step: the launcher and every one of its workers
+            launcher = os.getppid()
+            for pid in [launcher, *_children(launcher)]:
+                os.kill(pid, signal.SIGTERM)
         else:
             os.kill(os.getpid(), {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM}[sig])
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc). For the test hook."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
 
 
 def _worker_ignores_sigterm(worker_id: int) -> None:
