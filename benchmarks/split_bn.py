@@ -4,8 +4,11 @@ Three resnet18 backbones differing only in their BatchNorm layers, channels_last
 ``plain`` (ordinary BatchNorm2d, one group), ``reshape`` (MoCo's demo formulation: the batch reshaped to
 (N/S, S*C, H, W) so one BatchNorm over S*C channels normalises each group; on a channels_last tensor the reshape
 and its inverse are copies), and ``ours`` (:class:`xmoco_zoo.momentum.SplitBatchNorm2d`: each contiguous block of
-N/S samples through the fused kernel as a free view, one ``cat``). Forward + backward (the query encoder) and
-forward under no_grad (the key encoder), interleaved rounds, medians, ratios to plain.
+N/S samples through the fused kernel as a free view, one ``cat``), and ``groupstats`` (no per-group call and no
+``cat``: the channels_last batch viewed as (S, N/S·H·W, C), every group's statistics in one ``var_mean``, the
+normalisation in one ``addcmul`` written straight into the output, and a hand-written backward of the same
+shape; a candidate that was measured and not adopted). Forward + backward (the query encoder) and forward under
+no_grad (the key encoder), interleaved rounds, medians, ratios to plain.
 
     python benchmarks/split_bn.py --threads 2                 # resnet18, 32 px, batch 256, 8 groups
 """
@@ -55,11 +58,71 @@ class ReshapeSplitBN(nn.BatchNorm2d):
         return out.reshape(n, c, h, w)
 
 
+class _GroupStatsBN(torch.autograd.Function):
+    """Training-mode BatchNorm over S contiguous groups of a channels_last batch, every group at once."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, s: int, eps: float):
+        c = x.shape[1]
+        xv = x.permute(0, 2, 3, 1).reshape(s, -1, c)  # a view: channels_last is NHWC in memory
+        var, mean = torch.var_mean(xv, dim=1, correction=0)
+        invstd = (var + eps).rsqrt_()
+        scale = invstd * weight
+        y = torch.empty_like(x, memory_format=torch.channels_last)
+        shift = torch.addcmul(bias, mean, scale, value=-1)
+        torch.addcmul(shift.unsqueeze(1), xv, scale.unsqueeze(1), out=y.permute(0, 2, 3, 1).view(s, -1, c))
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.s = s
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    def backward(ctx, gy, _gmean, _gvar):
+        x, weight, mean, invstd = ctx.saved_tensors
+        s, c = ctx.s, x.shape[1]
+        xv = x.permute(0, 2, 3, 1).reshape(s, -1, c)
+        gy = gy.contiguous(memory_format=torch.channels_last)
+        gv = gy.permute(0, 2, 3, 1).reshape(s, -1, c)
+        count = xv.shape[1]
+        sum_g = gv.sum(1)
+        sum_g_xhat = ((gv * xv).sum(1) - mean * sum_g) * invstd
+        scale = invstd * weight
+        coef_x = -scale * invstd * sum_g_xhat / count
+        const = -scale * sum_g / count - coef_x * mean
+        gx = torch.empty_like(x, memory_format=torch.channels_last)
+        gxv = gx.permute(0, 2, 3, 1).view(s, -1, c)
+        torch.addcmul(const.unsqueeze(1), gv, scale.unsqueeze(1), out=gxv)
+        gxv.addcmul_(xv, coef_x.unsqueeze(1))
+        return gx, sum_g_xhat.sum(0), sum_g.sum(0), None, None
+
+
+class GroupStatsSplitBN(nn.BatchNorm2d):
+    """Split BN with every group's statistics in one reduction (see :class:`_GroupStatsBN`)."""
+
+    def __init__(self, num_features: int, num_splits: int) -> None:
+        super().__init__(num_features)
+        self.num_splits = num_splits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.num_splits
+        x = x.contiguous(memory_format=torch.channels_last)
+        y, mean, var = _GroupStatsBN.apply(x, self.weight, self.bias, s, self.eps)
+        with torch.no_grad():
+            count = x.numel() // (s * x.shape[1])
+            self.running_mean.lerp_(mean.mean(0), 0.1)
+            self.running_var.lerp_(var.mean(0) * (count / max(count - 1, 1)), 0.1)
+            self.num_batches_tracked.add_(1)
+        return y
+
+
+KINDS = {"reshape": ReshapeSplitBN, "ours": SplitBatchNorm2d, "groupstats": GroupStatsSplitBN}
+
+
 def backbone(kind: str, args) -> nn.Module:
     torch.manual_seed(0)
     b = create_backbone(args.backbone)
     if kind != "plain":
-        cls = {"reshape": ReshapeSplitBN, "ours": SplitBatchNorm2d}[kind]
+        cls = KINDS[kind]
         replace_batchnorm(b, (nn.BatchNorm2d,), lambda bn: cls(bn.num_features, args.splits))
     return b.to(memory_format=torch.channels_last).train()
 
@@ -72,7 +135,7 @@ def main(argv=None) -> dict:
     x = torch.randn(args.batch, 3, args.image_size, args.image_size).contiguous(
         memory_format=torch.channels_last
     )
-    models = {k: backbone(k, args) for k in ("plain", "reshape", "ours")}
+    models = {k: backbone(k, args) for k in ("plain", *KINDS)}
 
     def fwd_bwd(m):
         def run() -> float:

@@ -1,5 +1,6 @@
 """Where a MoCo v2 step's time goes beyond the backbone limit: each part timed inside real steps, interleaved
-with the limit's own parts, medians; plus the optimizer step alone in torch's three SGD implementations.
+with the limit's own parts, medians; plus the optimizer step alone in torch's three SGD implementations, and the
+copy of the queue that each step reads, alone.
 
     python benchmarks/step_parts.py --threads 2            # resnet18, 32 px, batch 256, queue 4096
 """
@@ -97,12 +98,24 @@ def main(argv=None) -> dict:
             ot[k].append(time.perf_counter() - a)
     opt_med = {k: statistics.median(v[2:]) for k, v in ot.items()}
 
+    # The one copy of the queue each step reads (MoCoV2.encode), alone, at this queue size and at MoCo v2's 65536.
+    clone_med = {}
+    for size in sorted({args.queue, 65536}):
+        buf = torch.randn(size, model.cfg.dim)
+        ct = []
+        for _ in range(args.rounds + 2):
+            a = time.perf_counter()
+            buf.clone()
+            ct.append(time.perf_counter() - a)
+        clone_med[f"queue {size} x {model.cfg.dim}"] = statistics.median(ct[2:])
+
     result = {
         "machine": f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}",
         "setting": f"{args.backbone}, {args.image_size} px, batch {args.batch}, queue {args.queue}, "
         f"bn_splits {args.bn_splits}, rounds {args.rounds}",
         "median_ms": {k: 1000 * v for k, v in med.items()},
         "sgd_step_ms": {k: 1000 * v for k, v in opt_med.items()},
+        "queue_copy_ms": {k: 1000 * v for k, v in clone_med.items()},
     }
     print(f"\n{result['setting']}; {result['machine']}")
     for k, v in result["median_ms"].items():
@@ -110,6 +123,9 @@ def main(argv=None) -> dict:
     print("\nSGD step alone (momentum, weight decay) on the backbone's parameters:")
     for k, v in result["sgd_step_ms"].items():
         print(f"{k:<36} {v:8.1f} ms")
+    print("\nThe queue copy a step reads, alone:")
+    for k, v in result["queue_copy_ms"].items():
+        print(f"{k:<36} {v:8.2f} ms")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return result

@@ -66,7 +66,7 @@ def test_regularizer_overhead_and_split_bn_and_augment_run(tmp_path):
         "1",
         tmp_path=tmp_path,
     )
-    assert len(r["ratio_to_plain"]) == 6 and r["ratio_to_plain"]["plain fwd+bwd"] == 1.0
+    assert len(r["ratio_to_plain"]) == 8 and r["ratio_to_plain"]["plain fwd+bwd"] == 1.0
     r = _run("augment", "--batch", "8", "--rounds", "1", "--threads", "1", tmp_path=tmp_path)
     assert _positive(r["core_ms_per_image"]) and r["per_image_over_batched"] > 0
 
@@ -104,3 +104,33 @@ def test_step_parts_times_each_part_and_the_three_sgd_kernels(tmp_path):
         r["median_ms"]
     )
     assert set(r["sgd_step_ms"]) == {"for-loop (torch's CPU default)", "foreach", "fused"}
+    assert set(r["queue_copy_ms"]) == {"queue 64 x 128", "queue 65536 x 128"}
+
+
+def test_split_bn_candidate_matches_ours():
+    """The benchmark's one-reduction split BN computes what SplitBatchNorm2d does: output, gradients, stats."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from split_bn import GroupStatsSplitBN
+
+    from xmoco_zoo.momentum import SplitBatchNorm2d
+
+    torch.manual_seed(0)
+    a, b = SplitBatchNorm2d(6, 4).double(), GroupStatsSplitBN(6, 4).double()
+    with torch.no_grad():
+        for m in (a, b):
+            m.weight.copy_(torch.linspace(0.5, 1.5, 6))
+            m.bias.copy_(torch.linspace(-1, 1, 6))
+    x = (torch.randn(16, 6, 3, 5, dtype=torch.double) * 3 + 1).contiguous(memory_format=torch.channels_last)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = a(xa), b(xb)
+    torch.testing.assert_close(yb, ya)
+    g = torch.randn_like(ya)
+    ya.backward(g)
+    yb.backward(g)
+    torch.testing.assert_close(xb.grad, xa.grad)
+    torch.testing.assert_close(b.weight.grad, a.weight.grad)
+    torch.testing.assert_close(b.bias.grad, a.bias.grad)
+    torch.testing.assert_close(b.running_mean, a.running_mean)
+    torch.testing.assert_close(b.running_var, a.running_var)
