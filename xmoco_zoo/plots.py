@@ -1,7 +1,8 @@
 """Plots (matplotlib PNG) from what runs and evaluations already write: no number is computed here.
 
-- :func:`plot_training`: a pretraining or evaluation run's ``metrics.csv`` -> every loss term, the lr and
-  momentum schedules and the kNN monitor per epoch (with the stored baselines as horizontal lines).
+- :func:`plot_training`: a pretraining or evaluation run's ``metrics.csv`` -> every logged series: each loss
+  term, the lr and momentum schedules, the kNN monitor per epoch (with the stored baselines as horizontal
+  lines), accuracy, the regularizers' statistics and throughput.
 - :func:`plot_comparison`: several models' ``results/*.json`` -> one bar per model for each
   protocol/dataset/split, with each result's baselines (raw-pixel floor, random init, from scratch) drawn.
 
@@ -43,8 +44,9 @@ def plot_training(run: str | Path, out: str | Path | None = None) -> tuple[Path,
     """Training curves of a run; returns the PNG's path and the metric keys drawn.
 
     Panels: every ``train/loss*`` term (one panel each: their scales differ), ``train/lr`` and
-    ``train/momentum``, and every ``eval/*`` series (kNN per epoch; fine-tuning top-1) with the baselines
-    stored in the run's checkpoint results drawn as dashed lines.
+    ``train/momentum``, every ``eval/*`` series (kNN per epoch; fine-tuning top-1) with the baselines
+    stored in the run's checkpoint results drawn as dashed lines, then every other series (``train/acc1``,
+    a regularizer's statistics, ``perf/images_per_s``), grouped by family (see :func:`_diagnostic_panels`).
     """
     plt = _pyplot()
     run = Path(run)
@@ -55,6 +57,7 @@ def plot_training(run: str | Path, out: str | Path | None = None) -> tuple[Path,
     panels: list[list[str]] = [[k] for k in losses]
     panels += [[k] for k in ("train/lr", "train/momentum") if k in series]
     panels += [[k] for k in sorted(series) if k.startswith("eval/") and "/baseline/" not in k]
+    panels += _diagnostic_panels(series)
     if not panels:
         raise ValueError(f"{run}: metrics.csv has no train/ or eval/ series to plot")
     cols = min(3, len(panels))
@@ -70,7 +73,9 @@ def plot_training(run: str | Path, out: str | Path | None = None) -> tuple[Path,
                 for i, (name, v) in enumerate(sorted(baselines.items())):
                     ax.axhline(v, ls="--", lw=1, color=f"C{i + 1}", label=f"{name}: {v:.2f}")
                 ax.legend(fontsize=6, loc="lower right")
-        ax.set_title(keys[0].split("/", 1)[-1], fontsize=9)
+        if len(keys) > 1:
+            ax.legend(fontsize=6)
+        ax.set_title(keys[0].split("/", 1)[-1] if len(keys) == 1 else _family_title(keys), fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
@@ -82,6 +87,32 @@ def plot_training(run: str | Path, out: str | Path | None = None) -> tuple[Path,
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out, [k for p in panels for k in p]
+
+
+def _family_title(keys: list[str]) -> str:
+    """The part all keys of a panel share, e.g. ``amcl_sim`` for amcl_sim_pos and amcl_sim_neg."""
+    import re
+
+    name = keys[0].split("/", 1)[-1]
+    name = re.sub(r"_(mean|min|max)$", "", name)
+    return re.sub(r"_(pos|neg)(?=_|$)", "", name)
+
+
+def _diagnostic_panels(series: dict) -> list[list[str]]:
+    """Every other logged series (accuracy, a regularizer's statistics, throughput), one panel per family: the
+    ``_mean/_min/_max`` of one quantity and its ``_pos/_neg`` sides share a panel (e.g. AMCL's
+    ``amcl_sim_pos``/``amcl_sim_neg``, and its six ``amcl_tau_{pos,neg}_{mean,min,max}``)."""
+    import re
+
+    skip = {"train/lr", "train/momentum", "train/epoch"}
+    groups: dict[str, list[str]] = {}
+    for k in sorted(series):
+        if k in skip or k.startswith(("train/loss", "eval/")) or "/baseline/" in k:
+            continue
+        family = re.sub(r"_(mean|min|max)$", "", k)
+        family = re.sub(r"_(pos|neg)(?=_|$)", "", family)
+        groups.setdefault(family, []).append(k)
+    return list(groups.values())
 
 
 def _run_baselines(run_dir: Path) -> dict[str, float]:
