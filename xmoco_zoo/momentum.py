@@ -65,8 +65,8 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
     The groups are contiguous blocks: sample ``n`` of a batch of ``N`` falls in group ``n // (N / num_splits)``
     (see :func:`split_group_of`). Each block is a free view in any memory format (channels_last included), so
     each group goes through the fused BatchNorm kernel as is, and one ``cat`` assembles the output. On resnet18
-    (32 px, batch 256, 8 splits, 2 threads, channels_last) forward+backward costs 1.10x plain BatchNorm, against
-    1.25x for reshaping the batch into ``(N/S, S*C, H, W)`` (the MoCo demo's way): benchmarks/split_bn.py.
+    (32 px, batch 256, 8 splits, 2 threads, channels_last) forward+backward costs 1.01-1.10x plain BatchNorm (two
+    runs), against 1.25x for reshaping the batch into ``(N/S, S*C, H, W)`` (the MoCo demo's way): benchmarks/split_bn.py.
     In eval mode it is a plain BatchNorm2d; the running statistics are the mean over the groups.
     """
 
