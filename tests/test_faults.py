@@ -278,15 +278,18 @@ def test_two_processes_sigterm_on_one_rank_stops_both_at_the_same_step_and_resum
 def test_slurm_sigterm_to_every_process_under_the_elastic_launcher_still_checkpoints(tmp_path, reference_two):
     """Slurm's stop (time limit, scancel, preemption) sends SIGTERM to every process of the job step: the
     launcher (``accelerate launch --multi_gpu``, torch's elastic agent) and both workers. The agent forwards the
-    SIGTERM it got to its workers, so each worker receives it twice within milliseconds. The copy must not be
-    taken as "exit now": both workers finish step 5, write one mid-epoch checkpoint and exit, and resuming ends
+    SIGTERM it got to its workers, so a worker receives it twice within milliseconds (the hook makes sure rank
+    0 has handled its first copy when the second comes). The copy must not be taken as "exit now": both
+    workers finish step 5, write one mid-epoch checkpoint and exit, and resuming ends
     bitwise equal to an uninterrupted 2-process run."""
     out = tmp_path / "run"
     p = _run_two(f"train.output_dir={out}", env={"XMOCO_TEST_SIGNAL_AT_STEP": "5:TERMSLURM:0"})
     assert p.returncode != 0, "the launcher reports the stop"
     assert "SIGTERM: stopped after step 5" in p.stdout, f"{p.stdout[-2000:]}\n{p.stderr[-4000:]}"
     assert "closing signal SIGTERM" in p.stderr, "the agent forwarded its copy"
-    assert p.stderr.count("SIGTERM again: already stopping") == 2, "each worker got (and absorbed) a second one"
+    # Rank 0 had handled its first copy when the forwarded one came: it absorbed a second. (Rank 1, blocked in
+    # the step's collective, may see its two copies merged into one pending signal, as the kernel does.)
+    assert p.stderr.count("SIGTERM again: already stopping") >= 1, "a worker got (and absorbed) a second one"
     assert _names(out) == ["epoch_0000_step_00000005"]
     p = _ok(_run_two(f"train.output_dir={out}", "--resume"))
     assert "batch 5 of epoch 1" in p.stdout

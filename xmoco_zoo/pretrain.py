@@ -141,10 +141,14 @@ def _test_signal_hook(step: int, rank: int) -> None:
     if int(n) == step and (not only or int(only[0]) == rank):
         if sig == "TERMGROUP":
             os.killpg(os.getpgid(0), signal.SIGTERM)
-        elif sig == "TERMSLURM":  # as Slurm stops a job step: the launcher and every one of its workers
-            launcher = os.getppid()
-            for pid in [launcher, *_children(launcher)]:
-                os.kill(pid, signal.SIGTERM)
+        elif sig == "TERMSLURM":  # as Slurm stops a job step: every worker, and the launcher, which forwards
+            launcher, me = os.getppid(), os.getpid()  # a second copy to each worker
+            os.kill(me, signal.SIGTERM)  # handled before the next line runs: this process has its first copy
+            for pid in _children(launcher):
+                if pid != me:
+                    os.kill(pid, signal.SIGTERM)
+            time.sleep(0.2)
+            os.kill(launcher, signal.SIGTERM)
         else:
             os.kill(os.getpid(), {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM}[sig])
 
