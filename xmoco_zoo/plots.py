@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def plot_training(run: str | Path, out: str | Path | None = None) -> tuple[Path,
                 ax.legend(fontsize=6, loc="lower right")
         if len(keys) > 1:
             ax.legend(fontsize=6)
-        ax.set_title(keys[0].split("/", 1)[-1] if len(keys) == 1 else _family_title(keys), fontsize=9)
+        ax.set_title((keys[0] if len(keys) == 1 else _family(keys[0])).split("/", 1)[-1], fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
@@ -89,29 +90,22 @@ def plot_training(run: str | Path, out: str | Path | None = None) -> tuple[Path,
     return out, [k for p in panels for k in p]
 
 
-def _family_title(keys: list[str]) -> str:
-    """The part all keys of a panel share, e.g. ``amcl_sim`` for amcl_sim_pos and amcl_sim_neg."""
-    import re
-
-    name = keys[0].split("/", 1)[-1]
-    name = re.sub(r"_(mean|min|max)$", "", name)
-    return re.sub(r"_(pos|neg)(?=_|$)", "", name)
+def _family(key: str) -> str:
+    """A series' family: the key without its ``_mean/_min/_max`` and ``_pos/_neg`` parts (``amcl_sim`` for
+    amcl_sim_pos and amcl_sim_neg)."""
+    return re.sub(r"_(pos|neg)(?=_|$)", "", re.sub(r"_(mean|min|max)$", "", key))
 
 
 def _diagnostic_panels(series: dict) -> list[list[str]]:
     """Every other logged series (accuracy, a regularizer's statistics, throughput), one panel per family: the
     ``_mean/_min/_max`` of one quantity and its ``_pos/_neg`` sides share a panel (e.g. AMCL's
     ``amcl_sim_pos``/``amcl_sim_neg``, and its six ``amcl_tau_{pos,neg}_{mean,min,max}``)."""
-    import re
-
     skip = {"train/lr", "train/momentum", "train/epoch"}
     groups: dict[str, list[str]] = {}
     for k in sorted(series):
         if k in skip or k.startswith(("train/loss", "eval/")) or "/baseline/" in k:
             continue
-        family = re.sub(r"_(mean|min|max)$", "", k)
-        family = re.sub(r"_(pos|neg)(?=_|$)", "", family)
-        groups.setdefault(family, []).append(k)
+        groups.setdefault(_family(k), []).append(k)
     return list(groups.values())
 
 

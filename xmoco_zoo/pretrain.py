@@ -104,7 +104,7 @@ class StopOnSigterm:
 
     def __init__(self) -> None:
         self.requested = False
-        self._repeats = 0
+        self._told_repeat = False
         self._previous = None
 
     def __enter__(self) -> StopOnSigterm:
@@ -114,8 +114,8 @@ class StopOnSigterm:
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
-            self._repeats += 1
-            if self._repeats == 1:
+            if not self._told_repeat:
+                self._told_repeat = True
                 print(
                     "SIGTERM again: already stopping after this step (Ctrl-C or kill -9 to exit at once)",
                     file=sys.stderr,
