@@ -199,3 +199,28 @@ def test_resume_with_another_total_batch_continues_the_schedules_from_the_same_e
     # as step 8 of the new schedule, epoch 2 would have run steps 9..24 and stopped half-way down).
     late = sorted(k for k in lrs if k > 16)
     assert late and late[-1] == 32 and lrs[late[0]] > lrs[late[-1]] > 0
+
+
+@pytest.mark.parametrize("method", ["mocov2", "mocov3", "co2", "xmoco", "amcl"])
+def test_every_method_trains_two_steps_under_bf16_autocast(tmp_path, tiny_args, method):
+    """The GPU users' AMP path: ``accelerate launch --mixed_precision bf16`` (CPU autocast here) runs every
+    method for two steps with finite losses (the losses themselves run in float32 outside autocast)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+        "--mixed_precision", "bf16", "--dynamo_backend", "no", str(ROOT / "recipes" / "pretrain.py"),
+        *tiny_args, f"method.name={method}", "method.hidden_dim=32", "method.pred_hidden_dim=32",
+        f"train.output_dir={out}", "train.max_steps=2", "train.log_every=1", "knn.enabled=false",
+        "train.export=false",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mixed_precision"] == "bf16" and summary["steps"] == 2
+    series = read_metrics(out / "metrics.csv")
+    losses = {k: v for k, v in series.items() if k.startswith("train/loss")}
+    assert "train/loss" in losses and len(losses["train/loss"]) == 2
+    assert all(torch.isfinite(torch.tensor([v for _, v in vs])).all() for vs in losses.values())

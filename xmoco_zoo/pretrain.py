@@ -537,6 +537,7 @@ def _main(argv: list[str] | None, stop: StopOnSigterm) -> dict:
         "steps": state.step,
         "knn_top1": state.knn_top1,
         "knn_init": state.knn_init,
+        "mixed_precision": accelerator.mixed_precision,
     }
     if accelerator.is_main_process:
         if cfg.train.export:
