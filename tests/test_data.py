@@ -109,3 +109,31 @@ def test_epoch_sampler_depends_only_on_seed_and_epoch():
     s2 = EpochSampler(50, seed=3)
     s2.set_epoch(1)
     assert list(s2) == list(s)
+
+
+def test_holdout_is_a_fixed_disjoint_split_of_train_independent_of_the_training_seed(tmp_path, tiny_args):
+    """data.holdout: the held-out images come from the train split, never overlap the rest, are the same for
+    every training seed, and pretraining then scores its kNN monitor on them (recorded as split 'heldout')."""
+    import json
+
+    from xmoco_zoo.config import load_config
+    from xmoco_zoo.data import holdout_split, labelled_splits
+
+    from .conftest import run_pretrain
+
+    splits = []
+    for seed in (0, 1):
+        cfg = load_config(None, [*tiny_args, "data.holdout=32", f"train.seed={seed}"])
+        rest, held = labelled_splits(cfg, 3)
+        splits.append((rest.indices, held.indices))
+    (rest, held), (rest1, held1) = splits
+    assert len(held) == 32 and len(rest) == 128 - 32 and not set(rest) & set(held)
+    assert held == held1 and rest == rest1
+    with pytest.raises(ValueError, match="data.holdout=128"):
+        holdout_split(list(range(128)), 128)
+
+    out = tmp_path / "run"
+    run_pretrain(*tiny_args, "data.holdout=32", "train.epochs=1", f"train.output_dir={out}")
+    record = json.loads(next((out / "backbone" / "results").glob("knn_*.json")).read_text())
+    assert record["split"] == "heldout" and record["protocol_args"]["queries"] == 32
+    assert record["protocol_args"]["bank"] == 128 - 32

@@ -160,6 +160,12 @@ class DataConfig:
     download: bool = False  # fashion_mnist only: fetch through torchvision when nothing is found locally
     num_workers: int = 2
     subset: int | None = None  # pretrain on a fixed random subset of this many images (quick experiments)
+    # Hold this many images of the train split out as a validation split, for choosing hyperparameters without
+    # touching the test set: pretraining and the kNN bank use the rest, the kNN monitor and the evaluations score
+    # the held-out images (recorded as split "heldout"). The draw is fixed by holdout_seed, not by train.seed, so
+    # every run of a comparison holds out the same images.
+    holdout: int = 0
+    holdout_seed: int = 0
     # Grayscale data on an RGB backbone: the channel is replicated when model.kwargs.in_chans is 3.
     synthetic_size: int = 512
     synthetic_classes: int = 10

@@ -301,8 +301,35 @@ class EpochSampler(Sampler[int]):
 def labelled_splits(cfg, channels: int) -> tuple[Dataset, Dataset | None]:
     """The (train, test) labelled splits of the configured dataset; test is None when there is none.
 
-    ``cfg`` is a :class:`xmoco_zoo.config.Config`. Pretraining uses the train split's images only.
+    ``cfg`` is a :class:`xmoco_zoo.config.Config`. Pretraining uses the train split's images only. With
+    ``data.holdout=N`` the test split is N images held out of the train split (:func:`holdout_split`).
     """
+    train, test = _dataset_splits(cfg, channels)
+    if cfg.data.holdout:
+        return holdout_split(train, cfg.data.holdout, cfg.data.holdout_seed)
+    return train, test
+
+
+def holdout_split(train: Dataset, n: int, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """(the rest, ``n`` held-out images) of ``train``: a fixed random draw that depends on ``seed`` only."""
+    if not 0 < n < len(train):
+        raise ValueError(
+            f"data.holdout={n}: the train split has {len(train)} images; hold out between 1 and {len(train) - 1}"
+        )
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(10_007 + seed)).tolist()
+    held = sorted(perm[:n])
+    rest = sorted(perm[n:])
+    return torch.utils.data.Subset(train, rest), torch.utils.data.Subset(train, held)
+
+
+def split_name(data) -> str:
+    """What the evaluated split is called in results: ``heldout`` (of train), ``val`` (an image folder's) or ``test``."""
+    if getattr(data, "holdout", 0):
+        return "heldout"
+    return "val" if data.dataset == "imagefolder" else "test"
+
+
+def _dataset_splits(cfg, channels: int) -> tuple[Dataset, Dataset | None]:
     d = cfg.data
     if d.dataset == "fashion_mnist":
         return (

@@ -38,7 +38,7 @@ from . import checkpoint as ckpt
 from .augment import TwoViews, eval_transform
 from .batch_augment import BatchTwoViews
 from .config import Config, load_config, to_dict, to_yaml
-from .data import EpochSampler, TransformDataset, TwoViewDataset, labelled_splits, subset
+from .data import EpochSampler, TransformDataset, TwoViewDataset, labelled_splits, split_name, subset
 from .distributed import broadcast_norm_buffers, convert_sync_batchnorm
 from .export import export_model
 from .knn import extract_features, knn_accuracy
@@ -253,7 +253,7 @@ def knn_record(cfg: Config, top1: float, init: float | None, epoch: int, loaders
             "queries": len(loaders[1].dataset),
         },
         dataset=cfg.data.dataset,
-        split="val" if cfg.data.dataset == "imagefolder" else "test",
+        split=split_name(cfg.data),
         command=current_command(),
         baselines={"same architecture, random init (this run's initialisation)": round(init, 4)}
         if init is not None

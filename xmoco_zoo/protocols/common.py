@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from ..data import labelled_splits, subset
+from ..data import labelled_splits, split_name, subset
 from ..results import EvalRecord, current_command, write_result
 
 SCHEMES = ("local-dir:", "hf-hub:", "checkpoint:")
@@ -215,8 +215,6 @@ def labelled_data(data: Any, channels: int, seed: int) -> tuple[Dataset, Dataset
     return subset(train, data.subset, seed), subset(test, data.test_subset, seed), num_classes
 
 
-def split_name(data: Any) -> str:
-    return "val" if data.dataset == "imagefolder" else "test"
 
 
 def labelled_only(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

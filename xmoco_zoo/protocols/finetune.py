@@ -37,7 +37,7 @@ from timm.optim import create_optimizer_v2
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from ..data import TransformDataset
+from ..data import TransformDataset, split_name
 from ..logging import flatten
 from ..optim import set_lr
 from ..results import EvalRecord, validate_record
@@ -275,7 +275,7 @@ def run(cfg: FinetuneEvalConfig, scratch_baseline: float | None = None) -> dict:
     if cfg.model.pretrained:
         if scratch_baseline is None and ft.scratch_result:
             scratch_baseline = read_scratch_result(
-                ft.scratch_result, protocol, cfg.data.dataset, _split(cfg), args
+                ft.scratch_result, protocol, cfg.data.dataset, split_name(cfg.data), args
             )
         if scratch_baseline is not None:
             baselines[SCRATCH_BASELINE] = scratch_baseline
@@ -305,10 +305,6 @@ def run(cfg: FinetuneEvalConfig, scratch_baseline: float | None = None) -> dict:
         baselines=baselines,
         notes=notes,
     )
-
-
-def _split(cfg: FinetuneEvalConfig) -> str:
-    return "val" if cfg.data.dataset == "imagefolder" else "test"
 
 
 def scratch_config(cfg: FinetuneEvalConfig) -> FinetuneEvalConfig:
