@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""The method comparison on Fashion-MNIST as one resumable queue of runs (docs/results/methods_fmnist.md).
+
+    python scripts/compare_methods.py list                 # every run, and which are done
+    python scripts/compare_methods.py run [--only REGEX]   # run what is not done yet, in order
+    python scripts/compare_methods.py report               # the table, the bar chart and the per-run facts
+
+Each run is one pretraining (``recipes/pretrain.py``, 1 process, 2 threads) followed, for the reported runs, by the
+linear probe of its export (``recipes/linear_eval.py``, fast mode, no baselines). A run is done when its record
+``docs/results/methods_fmnist/runs/<id>.json`` exists: the queue skips it. An interrupted pretraining resumes from
+its newest checkpoint (``--resume``), so a cut session loses at most one epoch of one run.
+
+Two kinds of run:
+- ``val``: hyperparameter choice. ``data.holdout=10000`` pretrains on 50k train images and scores the kNN monitor
+  on the 10k held-out train images (never the test set). One seed.
+- ``test``: the reported cells, 3 seeds each (the seed changes the initialisation and the views), trained on the
+  full 60k train images and scored on the 10k test images by kNN and the linear probe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "docs" / "results" / "methods_fmnist"
+RUNS_DIR = ROOT / "runs" / "compare"
+LAUNCH = [
+    "accelerate", "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
+    "--dynamo_backend", "no", "--num_cpu_threads_per_process", "2",
+]  # fmt: skip
+SEEDS = (0, 1, 2)
+HOLDOUT = 10000
+
+
+@dataclass
+class Run:
+    id: str
+    cell: str  # the table row this run belongs to
+    config: str
+    overrides: list[str] = field(default_factory=list)
+    seed: int = 0
+    kind: str = "test"  # test | val
+    budget: str = "epochs"  # epochs (the quickstart's 6) | time (equal training wall-clock)
+
+    def pretrain_command(self, out_dir: Path) -> list[str]:
+        extra = [f"data.holdout={HOLDOUT}"] if self.kind == "val" else []
+        return [
+            *LAUNCH, "recipes/pretrain.py", "--config", self.config, *self.overrides, *extra,
+            f"train.seed={self.seed}", f"train.output_dir={out_dir.relative_to(ROOT)}",
+        ]  # fmt: skip
+
+    def linear_command(self, out_dir: Path) -> list[str]:
+        return [
+            *LAUNCH, "recipes/linear_eval.py", "--config", "recipes/configs/eval/linear_fmnist.yaml",
+            f"model.spec=local-dir:{(out_dir / 'backbone').relative_to(ROOT)}", "linear.baselines=false",
+            f"run.output_dir={(out_dir / 'linear').relative_to(ROOT)}",
+        ]  # fmt: skip
+
+
+# The cells at equal epochs: each method on the quickstart's budget and pipeline (recipes/configs/*_fmnist.yaml).
+CELLS: dict[str, tuple[str, list[str]]] = {
+    "mocov2": ("recipes/configs/mocov2_fmnist.yaml", []),
+    "mocov2_sym": ("recipes/configs/mocov2_fmnist.yaml", ["method.symmetric=true"]),
+}
+
+
+def queue() -> list[Run]:
+    runs = []
+    for cell, (config, overrides) in CELLS.items():
+        for seed in SEEDS:
+            runs.append(Run(f"{cell}-e6-s{seed}", cell, config, list(overrides), seed))
+    return runs
+
+
+def record_path(run: Run) -> Path:
+    return OUT / "runs" / f"{run.id}.json"
+
+
+def sh(cmd: list[str], log: Path) -> float:
+    """Run ``cmd`` from the repo root, appending its output to ``log``; the wall time in seconds."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    # Passive OpenMP waits: with other work on the 2 cores, spinning threads wait for a descheduled peer at every
+    # parallel region (20 s a step instead of 0.2 s measured here); the wait policy does not change any number.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    t0 = time.time()
+    with log.open("a") as f:
+        f.write(f"\n$ {' '.join(cmd)}\n")
+        f.flush()
+        rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+    if rc:
+        raise SystemExit(f"command failed ({rc}), see {log}: {' '.join(cmd)}")
+    return time.time() - t0
+
+
+def git_commit() -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
+def execute(run: Run) -> dict:
+    out_dir = RUNS_DIR / run.id
+    log = out_dir.parent / f"{run.id}.log"
+    pre = run.pretrain_command(out_dir)
+    resumed = (out_dir / "checkpoints").is_dir() and any((out_dir / "checkpoints").glob("epoch_*"))
+    if not (out_dir / "summary.json").is_file():
+        seconds = sh(pre + (["--resume"] if resumed else []), log)
+    else:
+        seconds = None
+    summary = json.loads((out_dir / "summary.json").read_text())
+    metrics = (out_dir / "metrics.csv").read_text().splitlines()
+    rec = {
+        "id": run.id,
+        "cell": run.cell,
+        "kind": run.kind,
+        "budget": run.budget,
+        "seed": run.seed,
+        "epochs": summary["epochs_done"],
+        "steps": summary["steps"],
+        "knn": summary["knn_top1"],
+        "knn_split": "val (10k held out of train)" if run.kind == "val" else "test",
+        "knn_init": summary["knn_init"],
+        "pretrain_seconds": seconds,
+        "resumed": resumed,
+        "pretrain_command": " ".join(pre),
+        "commit": git_commit(),
+        "metrics_rows": len(metrics) - 1,
+    }
+    if run.kind == "test":
+        sh(run.linear_command(out_dir), log)
+        lin = json.loads((out_dir / "linear" / "summary.json").read_text())
+        rec["linear"] = lin["top1"]
+        rec["linear_command"] = " ".join(run.linear_command(out_dir))
+    return rec
+
+
+def cmd_list(runs: list[Run]) -> None:
+    for r in runs:
+        p = record_path(r)
+        state = "done" if p.is_file() else "todo"
+        extra = ""
+        if p.is_file():
+            d = json.loads(p.read_text())
+            extra = f"kNN {d['knn']:.2f}" + (f"  linear {d['linear']:.2f}" if "linear" in d else "")
+        print(f"{state:5s} {r.id:32s} {extra}")
+
+
+def cmd_run(runs: list[Run], only: str | None) -> None:
+    for r in runs:
+        if only and not re.search(only, r.id):
+            continue
+        p = record_path(r)
+        if p.is_file():
+            continue
+        print(f"[{time.strftime('%H:%M:%S')}] {r.id}: start", flush=True)
+        rec = execute(r)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rec, indent=2) + "\n")
+        os.replace(tmp, p)
+        print(
+            f"[{time.strftime('%H:%M:%S')}] {r.id}: kNN {rec['knn']:.2f}"
+            + (f", linear {rec['linear']:.2f}" if "linear" in rec else ""),
+            flush=True,
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["list", "run", "report"])
+    p.add_argument("--only", help="a regular expression on run ids")
+    a = p.parse_args(argv)
+    runs = queue()
+    if a.what == "list":
+        cmd_list(runs)
+    elif a.what == "run":
+        cmd_run(runs, a.only)
+    else:
+        from compare_report import report  # noqa: PLC0415  (scripts/compare_report.py)
+
+        report(OUT, runs)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    main()
