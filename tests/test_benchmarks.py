@@ -1,4 +1,4 @@
-"""The benchmark scripts run and report what the README quotes (tiny settings; no timing is asserted)."""
+"""The benchmark scripts run and report what docs/performance.md quotes (tiny settings; no timing is asserted)."""
 
 import json
 import subprocess

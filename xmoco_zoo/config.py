@@ -34,7 +34,7 @@ class ModelConfig:
     channels_last: bool = True
     # torch.compile the online and momentum backbones (in place: checkpoints and exports are unchanged).
     # Off by default: within noise of eager for resnet18 on the development CPU, after a minute of compiling
-    # (README, Performance).
+    # (docs/performance.md).
     compile: bool = False
 
 
@@ -144,7 +144,7 @@ class AugConfig:
     # Augment whole batches on the training device (xmoco_zoo.batch_augment: the same ops and parameters,
     # vectorized) instead of image by image in the loader workers. Needs same-size images (fashion_mnist,
     # synthetic); imagefolder stays per image. On Fashion-MNIST it costs about 10x less CPU per image
-    # (benchmarks/augment.py; the README's Performance section); the differences from the per-image pipeline
+    # (benchmarks/augment.py; docs/performance.md); the differences from the per-image pipeline
     # are listed in batch_augment's docstring.
     batched: bool = False
 
