@@ -23,7 +23,7 @@ from regularizer_overhead import cpu_name, interleaved_medians  # noqa: E402
 
 from xmoco_zoo.augment import TwoViews  # noqa: E402
 from xmoco_zoo.batch_augment import BatchTwoViews  # noqa: E402
-from xmoco_zoo.config import load_config  # noqa: E402
+from xmoco_zoo.experiment import load_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

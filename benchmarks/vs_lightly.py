@@ -203,7 +203,7 @@ def lightly_epoch_worker(args: argparse.Namespace) -> None:
     """One epoch of lightly's pattern on Fashion-MNIST with the quickstart's settings (run in its own process)."""
     from lightly.transforms.moco_transform import MoCoV2Transform
 
-    from xmoco_zoo.config import load_config
+    from xmoco_zoo.experiment import load_config
 
     t_start = time.perf_counter()
     cfg = load_config(FMNIST_CONFIG)

@@ -1,6 +1,7 @@
 import pytest
 
-from xmoco_zoo.config import ConfigError, load_config, to_yaml
+from xmoco_zoo.config import ConfigError, to_yaml
+from xmoco_zoo.experiment import load_config
 
 from .conftest import ROOT
 

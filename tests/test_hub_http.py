@@ -179,7 +179,7 @@ def test_xmoco_zoo_push_cli_uploads_export_and_a_changed_card(hub):
     """`xmoco-zoo push` (our client code: create_repo + upload_folder) to the test endpoint, pulled back through
     olah; then a new result re-renders the card and the second push uploads it although a README exists."""
     from xmoco_zoo.backbone import create_backbone
-    from xmoco_zoo.config import load_config
+    from xmoco_zoo.experiment import load_config
     from xmoco_zoo.export import export_model
     from xmoco_zoo.results import EvalRecord, write_result
 

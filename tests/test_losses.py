@@ -3,7 +3,11 @@ import math
 import pytest
 import torch
 
-from xmoco_zoo.losses import contrastive_loss, info_nce, info_nce_queue
+from xmoco_zoo.losses import contrastive_loss, info_nce, info_nce_from_sims
+
+
+def _composed(q, k, queue, t):
+    return info_nce_from_sims((q * k).sum(1), q @ queue.t(), t)
 
 
 def _unit(*shape, dtype=torch.float64):
@@ -19,8 +23,8 @@ def test_info_nce_matches_naive_loop():
         neg = sum(math.exp(float(q[i] @ z) / t) for z in queue)
         ref += -math.log(pos / (pos + neg))
     ref /= 8
-    assert abs(info_nce(q, k, queue, t).item() - ref) < 1e-9
-    assert abs(info_nce_queue(q, k, queue, t)[0].item() - ref) < 1e-9
+    assert abs(_composed(q, k, queue, t).item() - ref) < 1e-9
+    assert abs(info_nce(q, k, queue, t)[0].item() - ref) < 1e-9
 
 
 def test_one_buffer_info_nce_matches_the_composed_one_in_value_gradient_and_accuracy():
@@ -29,9 +33,9 @@ def test_one_buffer_info_nce_matches_the_composed_one_in_value_gradient_and_accu
     k[:5] = q0[:5]  # some rows whose positive beats every negative
     for t in (0.07, 0.2, 1.0):
         qa, qb = q0.clone().requires_grad_(), q0.clone().requires_grad_()
-        ref = info_nce(qa, k, queue, t)
+        ref = _composed(qa, k, queue, t)
         (ref * 3).backward()  # an upstream gradient other than 1
-        loss, acc = info_nce_queue(qb, k, queue, t)
+        loss, acc = info_nce(qb, k, queue, t)
         (loss * 3).backward()
         torch.testing.assert_close(loss, ref, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(qb.grad, qa.grad, rtol=1e-10, atol=1e-12)
@@ -41,7 +45,7 @@ def test_one_buffer_info_nce_matches_the_composed_one_in_value_gradient_and_accu
 
 def test_one_buffer_info_nce_refuses_a_second_backward():
     q = _unit(4, 8).requires_grad_()
-    loss, _ = info_nce_queue(q, _unit(4, 8), _unit(10, 8), 0.2)
+    loss, _ = info_nce(q, _unit(4, 8), _unit(10, 8), 0.2)
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="inplace"):
         loss.backward()
@@ -58,18 +62,18 @@ def test_contrastive_loss_matches_naive_loop_with_rank_offset():
             logits = [float(q[i] @ k) / t for k in k_all]
             ref += -(logits[i + rank * n] - math.log(sum(math.exp(v) for v in logits)))
         ref = ref / n * 2 * t
-        assert abs(contrastive_loss(q, k_all, t, offset=rank * n).item() - ref) < 1e-9
+        assert abs(contrastive_loss(q @ k_all.t(), t, offset=rank * n).item() - ref) < 1e-9
 
 
 def test_losses_carry_gradient_to_queries_only():
     q = _unit(6, 8, dtype=torch.float32).requires_grad_()
     k, queue = _unit(6, 8, dtype=torch.float32), _unit(20, 8, dtype=torch.float32)
-    info_nce(q, k, queue, 0.2).backward()
+    _composed(q, k, queue, 0.2).backward()
     assert q.grad is not None and q.grad.abs().sum() > 0
     q1 = q.detach().clone().requires_grad_()
     k1, queue1 = k.clone().requires_grad_(), queue.clone().requires_grad_()
-    info_nce_queue(q1, k1, queue1, 0.2)[0].backward()
+    info_nce(q1, k1, queue1, 0.2)[0].backward()
     assert q1.grad.abs().sum() > 0 and k1.grad is None and queue1.grad is None
     q2 = _unit(6, 8, dtype=torch.float32).requires_grad_()
-    contrastive_loss(q2, k, 1.0).backward()
+    contrastive_loss(q2 @ k.t(), 1.0).backward()
     assert q2.grad.abs().sum() > 0

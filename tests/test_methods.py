@@ -3,7 +3,7 @@ import torch
 
 from xmoco_zoo import create_method, list_methods
 from xmoco_zoo.config import TrainConfig
-from xmoco_zoo.methods import method_defaults
+from xmoco_zoo.registry import method_defaults
 from xmoco_zoo.optim import create_optimizer
 
 BACKBONES = {
@@ -42,7 +42,7 @@ def test_every_method_runs_forward_backward(name, backbone):
     torch.manual_seed(0)
     model = create_method(name, backbone, BACKBONES[backbone], **_small(name))
     x1, x2 = _views()
-    out = model(x1, x2, momentum=0.99)
+    out = model(x1, x2, m=0.99)
     assert "loss" in out and out["loss"].ndim == 0 and torch.isfinite(out["loss"])
     assert all(k == "loss" or not k.startswith("loss") or torch.isfinite(v) for k, v in out.items())
     out["loss"].backward()
@@ -65,14 +65,19 @@ def test_optimizer_holds_no_momentum_parameter(name):
     assert held == {id(p) for p in model.parameters() if p.requires_grad}
 
 
+def _is_base_queue(key):
+    """The base's queue buffers (``queue.*``, or ``base.queue.*`` under a regularizer)."""
+    return key.removeprefix("base.").startswith("queue.")
+
+
 def _fixed_queue_loss(model, x1, x2):
     """Loss on a fixed batch against a fixed queue (the queue is put back after the forward)."""
     saved = {
-        k: v.clone() for k, v in model.state_dict().items() if k.startswith("queue.") or ".momentum." in k
+        k: v.clone() for k, v in model.state_dict().items() if _is_base_queue(k) or ".momentum." in k
     }
     torch.manual_seed(123)
     with torch.no_grad():
-        loss = model(x1, x2, momentum=1.0)["loss"].item()
+        loss = model(x1, x2, m=1.0)["loss"].item()
     model.load_state_dict({**model.state_dict(), **saved})
     return loss
 
@@ -85,8 +90,8 @@ def test_twenty_steps_on_a_fixed_batch_lower_the_loss(name):
     x1, x2 = _views(16)
     before = _fixed_queue_loss(model, x1, x2)
     for _ in range(20):
-        snap = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("queue.")}
-        loss = model(x1, x2, momentum=0.99)["loss"]
+        snap = {k: v.clone() for k, v in model.state_dict().items() if _is_base_queue(k)}
+        loss = model(x1, x2, m=0.99)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -143,7 +148,7 @@ def test_losses_run_in_float32_under_autocast(name):
     model = create_method(name, "test_resnet", **_small(name))
     x1, x2 = _views(8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(x1, x2, momentum=0.99)
+        out = model(x1, x2, m=0.99)
     assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
     out["loss"].backward()
 

@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from xmoco_zoo import create_method
-from xmoco_zoo.config import ConfigError, MethodConfig, load_config
+from xmoco_zoo.config import ConfigError
+from xmoco_zoo.embeddings import Embeddings, Similarities
+from xmoco_zoo.experiment import load_config
 from xmoco_zoo.losses import (
     TemperatureNet,
     amcl_pair_loss,
@@ -18,8 +20,10 @@ from xmoco_zoo.losses import (
     temperature_stats,
     uniformity,
 )
-from xmoco_zoo.methods import Step
-from xmoco_zoo.methods.regularizers import AMCL, CO2, XMoCo
+from xmoco_zoo.registry import method_config
+from xmoco_zoo.regularizers.amcl import AMCL
+from xmoco_zoo.regularizers.co2 import CO2
+from xmoco_zoo.regularizers.xmoco import XMoCo
 
 TOL = 1e-6
 
@@ -166,11 +170,16 @@ def test_temperature_net_stays_in_bounds_and_stats():
 
 def _step_for_rank(q1, q2, k1, k2, queue, rank, n):
     sl = slice(rank * n, (rank + 1) * n)
-    return Step([q1[sl], q2[sl]], [k1[sl], k2[sl]], [k1, k2], queue, rank * n)
+    return Embeddings([q1[sl], q2[sl]], [k1[sl], k2[sl]], [k1, k2], queue, rank * n)
+
+
+def _apply(reg, emb):
+    """A regularizer's terms on one step's embeddings (with a fresh similarity cache)."""
+    return reg(emb, Similarities(emb))
 
 
 def _amcl_reg(negatives, heads=1, dim=8):
-    cfg = MethodConfig(base="mocov3", dim=dim, regularizers=["amcl"])
+    cfg = method_config(base="mocov3", dim=dim, regularizers=["amcl"])
     cfg.amcl.heads, cfg.amcl.negatives, cfg.amcl.m = heads, negatives, 8.0
     reg = AMCL(None, cfg).double()
     return reg, cfg
@@ -183,7 +192,7 @@ def test_amcl_regularizer_matches_naive_loop(negatives):
     n, d = 6, 8
     q1, q2, k1, k2 = (_unit(n, d) for _ in range(4))
     reg, cfg = _amcl_reg(negatives, dim=d)
-    out = reg(Step([q1, q2], [k1, k2], [k1, k2], None, 0))
+    out = _apply(reg, Embeddings([q1, q2], [k1, k2], [k1, k2], None, 0))
     phi, beta, m = reg.phi[0], cfg.amcl.beta, 8.0
 
     def sp(x):
@@ -219,17 +228,17 @@ def test_terms_with_keys_gathered_from_several_processes_equal_one_process(with_
     world, n, d = 3, 4, 8
     q1, q2, k1, k2 = (_unit(world * n, d) for _ in range(4))
     queue = _unit(40, d) if with_queue else None
-    cfg = MethodConfig(regularizers=["co2", "xmoco", "amcl"], symmetric=True, dim=d)
+    cfg = method_config(regularizers=["co2", "xmoco", "amcl"], symmetric=True, dim=d)
     cfg.amcl.heads, cfg.amcl.m = 1, 8.0
-    regs = [CO2(cfg), XMoCo(cfg), AMCL(None, cfg).double()]
+    regs = [CO2(None, cfg), XMoCo(None, cfg), AMCL(None, cfg).double()]
 
-    def terms(step):
+    def terms(emb):
         out = {}
         for r in regs:
-            out.update({k: v for k, v in r(step).items() if k.startswith("loss")})
+            out.update({k: v for k, v in _apply(r, emb).items() if k.startswith("loss")})
         return out
 
-    full = terms(Step([q1, q2], [k1, k2], [k1, k2], queue, 0))
+    full = terms(Embeddings([q1, q2], [k1, k2], [k1, k2], queue, 0))
     ranks = [terms(_step_for_rank(q1, q2, k1, k2, queue, r, n)) for r in range(world)]
     for name, v in full.items():
         mean = sum(r[name] for r in ranks) / world
@@ -267,7 +276,7 @@ def test_each_term_reaches_the_online_encoder_and_never_the_momentum_encoder(nam
     x1, x2 = _views()
     for term in terms:
         model.zero_grad(set_to_none=True)
-        out = model(x1, x2, momentum=0.99)
+        out = model(x1, x2, m=0.99)
         assert term in out and torch.isfinite(out[term])
         out[term].backward()
         grads = [p.grad for p in model.backbone.parameters()]
@@ -286,12 +295,13 @@ def test_twenty_steps_on_a_fixed_batch_lower_each_term(name, extra):
     for term in [t for r in model.cfg.regularizers for t in TERMS[r]]:
         torch.manual_seed(0)
         model = _small_method(name, extra)
-        for module in [model, *model.regularizers.values()]:
-            module.after_step = lambda step: None
+        model.base.enqueue = lambda emb: None
+        for r in model.regularizers.values():
+            r.after_step = lambda emb: None
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
         values = []
         for _ in range(21):
-            out = model(x1, x2, momentum=0.99)
+            out = model(x1, x2, m=0.99)
             values.append(out[term].item())
             opt.zero_grad()
             out[term].backward()
@@ -299,12 +309,22 @@ def test_twenty_steps_on_a_fixed_batch_lower_each_term(name, extra):
         assert values[-1] < values[0], f"{term}: {values[0]:.4f} -> {values[-1]:.4f}"
 
 
-def test_similarity_products_are_computed_once_and_shared():
+def test_similarity_products_are_computed_once_and_shared(monkeypatch):
+    import xmoco_zoo.regularizers._layer as layer
+
+    made = []
+
+    class Recorded(Similarities):
+        def __init__(self, emb):
+            super().__init__(emb)
+            made.append(self)
+
+    monkeypatch.setattr(layer, "Similarities", Recorded)
     torch.manual_seed(0)
     model = _small_method("mocov3", {"regularizers": ["co2", "xmoco", "amcl"], "amcl": {"m": 32}})
-    model.keep_last_step = True
-    model(*_views(), momentum=0.99)
-    step = model.last_step
+    model(*_views(), m=0.99)
+    assert len(made) == 1
+    step = made[0]
     # q·k_allᵀ serves MoCo v3's InfoNCE, XMoCo's S12/S21, CO2's negatives and AMCL's hardest negative.
     assert step.computed["cross"] == 2 and max(step.computed.values()) == 2
 
@@ -312,14 +332,14 @@ def test_similarity_products_are_computed_once_and_shared():
 def test_amcl_logs_temperatures_and_replaces_the_base_loss_by_default():
     torch.manual_seed(0)
     model = _small_method("amcl", {})
-    out = model(*_views(), momentum=0.99)
+    out = model(*_views(), m=0.99)
     for side in ("pos", "neg"):
         for stat in ("mean", "min", "max", "at_bound"):
             assert f"amcl_tau_{side}_{stat}" in out
     weight = model.cfg.amcl.weight
     assert not out["loss_nce"].requires_grad
     assert torch.allclose(out["loss"], weight * out["loss_amcl"])
-    kept = _small_method("amcl", {"amcl": {"keep_base_loss": True}})(*_views(), momentum=0.99)
+    kept = _small_method("amcl", {"amcl": {"keep_base_loss": True}})(*_views(), m=0.99)
     assert kept["loss_nce"].requires_grad
     assert torch.allclose(kept["loss"], kept["loss_nce"] + weight * kept["loss_amcl"])
     assert len(model.regularizers["amcl"].heads) == 2 and len(model.regularizers["amcl"].queues) == 2
@@ -329,7 +349,7 @@ def test_amcl_loss_is_float32_under_autocast():
     torch.manual_seed(0)
     model = _small_method("amcl", {})
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(*_views(), momentum=0.99)
+        out = model(*_views(), m=0.99)
     assert out["loss_amcl"].dtype == torch.float32 and torch.isfinite(out["loss_amcl"])
 
 

@@ -1,7 +1,8 @@
 """xmoco-zoo: MoCo-family self-supervised pretraining for any timm backbone."""
 
 from .backbone import create_backbone
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError
+from .experiment import load_config
 from .export import export_backbone
 from .knn import knn_accuracy
 from .losses import contrastive_loss, info_nce

@@ -18,19 +18,13 @@ import timm
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from . import methods  # noqa: F401  (registers every method's facts)
+from .registry import facts, list_methods
 from .results import DATASET_NAMES, HF_DATASET_IDS, EvalRecord, read_results
 
 META_KEY = "xmoco_zoo"
 CARD = "README.md"
 TRAINING_CONFIG = "training_config.yaml"
-METHOD_TITLES = {
-    "mocov1": "MoCo",
-    "mocov2": "MoCo v2",
-    "mocov3": "MoCo v3",
-    "co2": "CO2",
-    "xmoco": "XMoCo",
-    "amcl": "AMCL",
-}
 
 
 class CardError(ValueError):
@@ -58,9 +52,9 @@ def method_parts(meta: dict[str, Any]) -> list[str]:
 
 def method_title(meta: dict[str, Any]) -> str:
     parts = method_parts(meta)
-    if parts[1:] and meta.get("method") in METHOD_TITLES:  # a preset: "co2" is MoCo v2 + CO2
-        return f"{METHOD_TITLES[meta['method']]} (on {METHOD_TITLES.get(parts[0], parts[0])})"
-    return " + ".join(METHOD_TITLES.get(p, p) for p in parts)
+    if parts[1:] and meta.get("method") in list_methods():  # a preset: "co2" is MoCo v2 + CO2
+        return f"{facts(meta['method']).title} (on {facts(parts[0]).title})"
+    return " + ".join(facts(p).title for p in parts)
 
 
 def count_params_and_gmacs(model: torch.nn.Module, input_size: list[int]) -> tuple[float, float]:

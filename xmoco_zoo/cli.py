@@ -225,12 +225,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd in handlers:
         return handlers[args.cmd](args)
     if args.cmd == "methods":
-        from .methods import get_method_entry, list_methods
+        from . import methods  # noqa: F401  (registers them)
+        from .registry import facts, get_method_spec, get_regularizer_spec, list_bases, list_methods, list_regularizers
 
         for name in list_methods():
-            print(f"{name:10s} {get_method_entry(name).description}")
+            print(f"{name:10s} {get_method_spec(name).description}")
+        print("\nregularizers (config section method.<name>):")
+        for name in list_regularizers():
+            papers = ", ".join(facts(name).papers)
+            print(f"  {name:8s} {get_regularizer_spec(name).description} ({papers})")
+        bases, regs = ", ".join(list_bases()), ", ".join(list_regularizers())
         print(
-            "\nCompose any base (mocov2, mocov3) with any regularizers (co2, xmoco, amcl), e.g.\n"
+            f"\nCompose any base ({bases}) with any regularizers ({regs}), e.g.\n"
             '  xmoco-zoo pretrain --config CONFIG method.base=mocov3 "method.regularizers=[co2,xmoco]"\n'
             "Equations, config keys and interpretive choices: docs/methods.md"
         )

@@ -1,9 +1,10 @@
 """Typed experiment configuration.
 
-The dataclasses below are the schema. A run's config is built in layers: the dataclass defaults, then
-the registered method's defaults (``xmoco_zoo.methods``), then the YAML file, then ``a.b=value``
-overrides from the command line. Unknown keys and wrongly typed values are rejected with the full
-key and the nearest valid name (OmegaConf does the merging and validation).
+The dataclasses below are the schema. A run's config is built in layers (:func:`xmoco_zoo.experiment.load_config`):
+the dataclass defaults, then the registered method's defaults (``xmoco_zoo.registry``), then the YAML file, then
+``a.b=value`` overrides from the command line. Unknown keys and wrongly typed values are rejected with the full
+key and the nearest valid name (OmegaConf does the merging and validation). This module imports nothing of the
+package: everything else reads it.
 
 Process count and mixed precision are not here on purpose: they belong to ``accelerate launch``.
 """
@@ -39,61 +40,18 @@ class ModelConfig:
 
 
 @dataclass
-class CO2Config:
-    """CO2 consistency over negatives (arXiv 2010.02217): L += weight · L_con."""
-
-    weight: float = 1.0  # α
-    temperature: float = 0.05  # τ_con
-
-
-@dataclass
-class XMoCoConfig:
-    """XMoCo (arXiv 2206.04676, our reading): L += cross_weight · L_x + uniform_weight · L_u."""
-
-    cross_weight: float = 1.0  # λ_x
-    uniform_weight: float = 0.1  # λ_u
-    cross_temperature: float = 0.2  # τ_x
-    uniform_temperature: float = 0.2  # τ_u
-    cross_kind: str = "kl"  # kl (row-wise symmetric KL of softmax(S/τ_x)) | mse (raw cosines)
-
-
-@dataclass
-class AMCLConfig:
-    """AMCL adaptive multi-head contrast (arXiv 2310.05615): H heads, per-pair temperatures."""
-
-    heads: int = 3  # H; head 0 is the base's projector, the others get their own momentum copy and queue
-    # The loss scale: ℓ's gradients are ~2/τ per head, summed over H heads, about 30x InfoNCE's at the same lr.
-    # 0.03 was the best of {1, 0.1, 0.03} in 120-step Fashion-MNIST probes; 1 fell below random init (docs/methods.md).
-    weight: float = 0.03
-    tau_min: float = 0.01
-    tau_max: float = 2.0
-    beta: float = 0.1  # weight of Ω(τ) = 1/τ + (m/2)·log τ
-    m: float | None = None  # Ω's constant; None: the embedding dim D (positives then settle near τ = 2/D)
-    hidden: int = 128  # φ's hidden width
-    negatives: str = (
-        "hardest"  # hardest (the most similar negative per anchor) | batch (every in-batch negative)
-    )
-    keep_base_loss: bool = False  # add the base's InfoNCE back (by default AMCL replaces it)
-    # φ sees detached embeddings: the temperatures learn from the loss, but Ω's gradient does not move the
-    # encoder through φ (docs/methods.md: with it, one step at the default lr collapsed the embeddings).
-    detach_phi_input: bool = True
-
-
-REGULARIZERS = ("co2", "xmoco", "amcl")
-BASES = ("mocov2", "mocov3")
-
-
-@dataclass
 class MethodConfig:
-    """The self-supervised method: a base plus any set of regularizers, each with its own section.
+    """The self-supervised method: a base plus any set of regularizers.
 
     ``name`` is what the run is called (a registered preset such as ``co2``, or ``mocov3+co2+xmoco`` for a
-    composition) and is derived from ``base`` and ``regularizers`` once a config is loaded.
+    composition) and is derived from ``base`` and ``regularizers`` once a config is loaded. Each registered
+    regularizer adds its own section (``method.co2``...): :func:`xmoco_zoo.registry.method_config_class` is the
+    full schema.
     """
 
     name: str = "mocov2"
-    base: str = "mocov2"  # mocov2 | mocov3
-    regularizers: list[str] = field(default_factory=list)  # any of co2, xmoco, amcl
+    base: str = "mocov2"  # a registered base: mocov2 | mocov3
+    regularizers: list[str] = field(default_factory=list)  # any registered regularizers: co2, xmoco, amcl
     dim: int = 128  # embedding dim D
     # Projector hidden width; None: the backbone's feature width (as MoCo v2's code).
     hidden_dim: int | None = None
@@ -115,10 +73,6 @@ class MethodConfig:
     sync_bn: bool = True  # SyncBatchNorm in the heads under several processes
     freeze_patch_embed: bool = False  # ViT: frozen random patch projection
     fixed_pos_embed: bool = False  # ViT: fixed 2-D sin-cos position embedding
-    # Regularizer settings (used when the regularizer is in ``regularizers``)
-    co2: CO2Config = field(default_factory=CO2Config)
-    xmoco: XMoCoConfig = field(default_factory=XMoCoConfig)
-    amcl: AMCLConfig = field(default_factory=AMCLConfig)
 
 
 @dataclass
@@ -230,7 +184,6 @@ class Config:
 
 
 _CHOICES = {
-    ("method", "base"): BASES,
     ("method", "momentum_schedule"): ("constant", "cosine"),
     ("aug", "preset"): ("mocov2", "mocov3"),
     ("data", "dataset"): ("fashion_mnist", "imagefolder", "synthetic"),
@@ -270,85 +223,8 @@ def read_layers(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     return file_layer, OmegaConf.from_dotlist(list(overrides))
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Build a Config from the defaults, the method's registered defaults, a YAML file and overrides.
-
-    Args:
-        path: YAML file (optional).
-        overrides: ``a.b=value`` strings; values are parsed as YAML (``model.kwargs={in_chans: 1}``).
-    """
-    from .methods import method_layers  # late: methods import this module
-
-    file_layer, cli_layer = read_layers(path, overrides)
-    schema = OmegaConf.structured(Config)
-    # Find the method (preset name, and a base set explicitly) first so its defaults slot in under the
-    # file and the command line.
-    probe = _merge(_merge(schema, file_layer, str(path)), cli_layer, "command line")
-    base = OmegaConf.select(cli_layer, "method.base", default=None) or OmegaConf.select(
-        file_layer, "method.base", default=None
-    )
-    cfg = schema
-    try:
-        layers = method_layers(probe.method.name, base)
-    except ValueError as e:
-        raise ConfigError(f"method.name: {e}") from None
-    for layer in layers:
-        cfg = _merge(cfg, OmegaConf.create(layer), "method defaults")
-    cfg = _merge(cfg, file_layer, str(path))
-    cfg = _merge(cfg, cli_layer, "command line")
-    out: Config = OmegaConf.to_object(cfg)
-    validate(out)
-    return out
-
-
-def canonical_method_name(base: str, regularizers: list[str]) -> str:
-    """``mocov2``; a preset's name when (base, regularizers) is one (``co2``); else ``mocov3+co2+xmoco``."""
-    from .methods import preset_for  # late: methods import this module
-
-    regs = sorted(regularizers)
-    return preset_for(base, regs) or "+".join([base, *regs])
-
-
-def validate_method(m: MethodConfig) -> None:
-    """Check a method config and set its canonical ``name``; every way of building a method calls this."""
-    if m.base not in BASES:
-        raise ConfigError(f"method.base={m.base!r} is not one of {list(BASES)}")
-    for r in m.regularizers:
-        if r not in REGULARIZERS:
-            close = difflib.get_close_matches(r, REGULARIZERS, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"method.regularizers: unknown regularizer {r!r}{hint} Available: {list(REGULARIZERS)}"
-            )
-    if len(set(m.regularizers)) != len(m.regularizers):
-        raise ConfigError(f"method.regularizers lists a regularizer twice: {m.regularizers}")
-    if "xmoco" in m.regularizers and m.base == "mocov2" and not m.symmetric:
-        raise ConfigError(
-            "xmoco compares both views' cross-similarities, so MoCo v2 must encode both views as queries: "
-            "set method.symmetric=true"
-        )
-    if m.xmoco.cross_kind not in ("kl", "mse"):
-        raise ConfigError(f"method.xmoco.cross_kind={m.xmoco.cross_kind!r} is not one of ['kl', 'mse']")
-    a = m.amcl
-    if "amcl" in m.regularizers:
-        if a.heads < 1:
-            raise ConfigError(f"method.amcl.heads={a.heads}: need at least one head")
-        if not 0 < a.tau_min < a.tau_max:
-            raise ConfigError(f"method.amcl: need 0 < tau_min < tau_max, got {a.tau_min} and {a.tau_max}")
-        if a.negatives not in ("hardest", "batch"):
-            raise ConfigError(f"method.amcl.negatives={a.negatives!r} is not one of ['hardest', 'batch']")
-        omega_min = 2.0 / (a.m if a.m is not None else m.dim)
-        if omega_min <= a.tau_min * 1.2:
-            raise ConfigError(
-                f"method.amcl: positives settle near τ = 2/m = {omega_min:.4g}, at or below tau_min={a.tau_min}, "
-                "so their temperatures would sit on the bound: lower method.amcl.tau_min or set method.amcl.m "
-                "(default: method.dim)"
-            )
-    m.name = canonical_method_name(m.base, m.regularizers)
-
-
 def validate(cfg: Config) -> None:
-    validate_method(cfg.method)
+    """Check the sections other than ``method`` (:func:`xmoco_zoo.registry.validate_method` checks that one)."""
     for (section, key), allowed in _CHOICES.items():
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:

@@ -33,6 +33,7 @@ import torch
 
 from .card import META_KEY, write_model_card
 from .export import save_timm_folder
+from .registry import facts
 
 __all__ = ["ConversionError", "LAYOUTS", "convert_moco_checkpoint", "detect_layout", "load_checkpoint"]
 
@@ -46,17 +47,6 @@ LAYOUTS = ("mocov1", "mocov2", "mocov3")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-PAPER_IDS = {
-    "mocov1": ["arXiv:1911.05722"],
-    "mocov2": ["arXiv:1911.05722", "arXiv:2003.04297"],
-    "mocov3": ["arXiv:2104.02057"],
-}
-SOURCE_REPO = {
-    "mocov1": "https://github.com/facebookresearch/moco",
-    "mocov2": "https://github.com/facebookresearch/moco",
-    "mocov3": "https://github.com/facebookresearch/moco-v3",
-}
-METHOD_NAME = {"mocov1": "MoCo v1", "mocov2": "MoCo v2", "mocov3": "MoCo v3"}
 # The official MoCo weights (v1, v2, v3) are released under CC-BY-NC 4.0.
 LICENSE = "cc-by-nc-4.0"
 
@@ -378,12 +368,12 @@ def convert_moco_checkpoint(
         interpolation="bicubic" if is_vit else "bilinear",
         crop_pct=0.875,
         license=LICENSE,
-        paper_ids=PAPER_IDS[layout],
+        paper_ids=list(facts(layout).papers),
         description=(
-            f"{source_arch} pretrained with {METHOD_NAME[layout]} on ImageNet-1k{epochs} (official weights from "
-            f"{SOURCE_REPO[layout]}), online encoder without projection head, converted by xmoco-zoo"
+            f"{source_arch} pretrained with {facts(layout).title} on ImageNet-1k{epochs} (official weights from "
+            f"{facts(layout).code}), online encoder without projection head, converted by xmoco-zoo"
         ),
-        origin_url=SOURCE_REPO[layout],
+        origin_url=facts(layout).code,
         extra={
             "converted_from": {
                 k: info[k]
@@ -401,7 +391,7 @@ def convert_moco_checkpoint(
                     "path": src.name,
                     "sha256": sha,
                     "dropped": dropped,
-                    "description": f"the official {METHOD_NAME[layout]} checkpoint of {SOURCE_REPO[layout]}",
+                    "description": f"the official {facts(layout).title} checkpoint of {facts(layout).code}",
                     "command": shlex.join(["xmoco-zoo", "convert", src.name, Path(out_dir).name]),
                 },
                 "repo_id": None,

@@ -24,24 +24,12 @@ import torch
 from torch import nn
 
 from .card import META_KEY, TRAINING_CONFIG, write_model_card
-from .config import Config, MethodConfig, load_config, to_yaml
+from .config import Config, to_yaml
+from .experiment import load_config
+from .registry import paper_ids
 from .results import EvalRecord, read_results, write_result
 
 ORIGIN_URL = "https://github.com/xmoco-zoo/xmoco-zoo"
-
-PAPER_IDS = {
-    "mocov2": ["arXiv:1911.05722", "arXiv:2003.04297"],
-    "mocov3": ["arXiv:2104.02057"],
-    "co2": ["arXiv:2010.02217"],
-    "xmoco": ["arXiv:2206.04676"],
-    "amcl": ["arXiv:2310.05615"],
-}
-
-
-def paper_ids(method: MethodConfig) -> list[str]:
-    """The papers behind a method: its base's, then each regularizer's."""
-    return [p for n in [method.base, *sorted(method.regularizers)] for p in PAPER_IDS.get(n, [])]
-
 
 # Keys of timm's default pretrained_cfg that describe the weights timm would have downloaded (their tag,
 # source, test-time sizes, labels, paper): none of them is true of our weights, so none is carried over.
@@ -221,7 +209,11 @@ def backbone_state_from_checkpoint(ckpt_dir: Path) -> dict[str, torch.Tensor]:
             f"{ckpt_dir} has no model.safetensors (or pytorch_model.bin): not an xmoco-zoo training checkpoint; "
             f"it contains {sorted(p.name for p in ckpt_dir.iterdir())}"
         )
-    found = {k[len(BACKBONE_PREFIX) :]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)}
+    # A regularized method holds its base as ``base.``: the same backbone one level down.
+    for prefix in (BACKBONE_PREFIX, "base." + BACKBONE_PREFIX):
+        found = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if found:
+            break
     if not found:
         prefixes = sorted({".".join(k.split(".")[:3]) for k in state})[:10]
         raise ExportError(

@@ -37,7 +37,8 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from .augment import TwoViews, eval_transform
 from .batch_augment import BatchTwoViews
-from .config import Config, load_config, to_dict, to_yaml
+from .config import Config, to_dict, to_yaml
+from .experiment import load_config
 from .data import EpochSampler, TransformDataset, TwoViewDataset, labelled_splits, split_name, subset
 from .distributed import broadcast_norm_buffers, convert_sync_batchnorm
 from .export import export_model

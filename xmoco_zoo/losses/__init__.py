@@ -1,6 +1,6 @@
 """Losses as small pure functions over L2-normalised embeddings and their similarity products."""
 
-from ._util import drop_positive, symmetric_kl_from_logits
+from ._util import drop_positive, fp32_region, symmetric_kl_from_logits
 from .amcl import (
     TemperatureNet,
     amcl_pair_loss,
@@ -11,14 +11,7 @@ from .amcl import (
     temperature_stats,
 )
 from .co2 import co2_consistency
-from .infonce import (
-    at_least_fp32,
-    contrastive_loss,
-    contrastive_loss_from_sims,
-    info_nce,
-    info_nce_from_sims,
-    info_nce_queue,
-)
+from .infonce import at_least_fp32, contrastive_loss, info_nce, info_nce_from_sims
 from .xmoco import cross_consistency, uniformity
 
 __all__ = [
@@ -27,12 +20,11 @@ __all__ = [
     "at_least_fp32",
     "co2_consistency",
     "contrastive_loss",
-    "contrastive_loss_from_sims",
     "cross_consistency",
     "drop_positive",
+    "fp32_region",
     "info_nce",
     "info_nce_from_sims",
-    "info_nce_queue",
     "omega",
     "omega_minimum",
     "omega_shifted",

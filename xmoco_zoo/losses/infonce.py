@@ -27,15 +27,6 @@ def info_nce_from_sims(l_pos: torch.Tensor, l_neg: torch.Tensor, temperature: fl
     return torch.logsumexp(logits, dim=1).mean() - logits[:, 0].mean()
 
 
-def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
-    """MoCo v2's InfoNCE.
-
-    Shape:
-        q: (N, D) normalised queries (with grad). k: (N, D) normalised keys. queue: (K, D) negatives.
-    """
-    return info_nce_from_sims((q * k).sum(1), q @ queue.t(), temperature)
-
-
 class _InfoNCEQueue(torch.autograd.Function):
     """MoCo v2's InfoNCE over a queue with one (N, K) buffer, updated in place.
 
@@ -73,11 +64,14 @@ class _InfoNCEQueue(torch.autograd.Function):
         return grad_q.mul_(ctx.inv_t), None, None, None
 
 
-def info_nce_queue(
+def info_nce(
     q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """MoCo v2's InfoNCE (the same value and q-gradient as :func:`info_nce`) and its top-1 accuracy, computed with
-    one (N, K) buffer; for when no other term needs the raw products q·queueᵀ.
+    """MoCo v2's InfoNCE over the queue and its top-1 accuracy, computed with one (N, K) buffer.
+
+    The same value and q-gradient as :func:`info_nce_from_sims` on ``(q·k, q·queueᵀ)``, which serves when other
+    terms read the products q·queueᵀ too (a regularized method computes them once, in
+    :class:`xmoco_zoo.embeddings.Similarities`).
 
     Shape:
         q: (N, D) normalised queries (with grad). k: (N, D) normalised keys. queue: (K, D) negatives.
@@ -87,20 +81,14 @@ def info_nce_queue(
     return _InfoNCEQueue.apply(q, k, queue, temperature)
 
 
-def contrastive_loss(
-    q: torch.Tensor, k_all: torch.Tensor, temperature: float, offset: int = 0
-) -> torch.Tensor:
-    """MoCo v3's ctr(q, k): CE(q·k_allᵀ / T, label i + offset) · 2T.
+def contrastive_loss(sims: torch.Tensor, temperature: float, offset: int = 0) -> torch.Tensor:
+    """MoCo v3's ctr(q, k) = CE(q·k_allᵀ / T, label i + offset) · 2T.
 
     Shape:
-        q: (N, D) normalised queries of this process. k_all: (M, D) normalised keys of every process.
-        offset: N · rank, the position of this process's keys in ``k_all``.
+        sims: (N, M) q·k_allᵀ: this process's N normalised queries against every process's M normalised keys.
+        offset: N · rank, the position of this process's keys in ``k_all`` (row i's positive is column offset + i).
+        output: scalar.
     """
-    return contrastive_loss_from_sims(q @ k_all.t(), temperature, offset)
-
-
-def contrastive_loss_from_sims(sims: torch.Tensor, temperature: float, offset: int = 0) -> torch.Tensor:
-    """MoCo v3's ctr from the precomputed (N, M) product q·k_allᵀ (positive of row i at ``offset + i``)."""
     logits = at_least_fp32(sims) / temperature
     labels = torch.arange(sims.shape[0], device=sims.device) + offset
     return F.cross_entropy(logits, labels) * (2 * temperature)

@@ -1,6 +1,7 @@
 """MoCo v3: symmetric in-batch contrast with a predictor and a cosine momentum schedule.
 
-Chen, Xie, He, https://arxiv.org/abs/2104.02057.
+Chen, Xie, He, https://arxiv.org/abs/2104.02057. Read beside facebookresearch/moco-v3's ``moco/builder.py``:
+``forward`` is the same steps, in the same order.
 """
 
 from __future__ import annotations
@@ -12,57 +13,77 @@ from torch import nn
 from ..backbone import apply_mocov3_vit_options
 from ..config import MethodConfig
 from ..distributed import gather_no_grad, rank
-from ..losses import contrastive_loss_from_sims
+from ..embeddings import Embeddings, Similarities
+from ..losses import contrastive_loss, fp32_region
 from ..momentum import MomentumEncoder
-from ._common import Encoder, mocov3_mlp
-from ._registry import register_method
-from .base import MoCoBase
-from .step import Step
+from ..registry import Facts, register_method
+from ._heads import Encoder, mocov3_mlp
 
 
-class MoCoV3(MoCoBase):
-    """MoCo v3 on any headless backbone, plus ``cfg.regularizers``.
+class MoCoV3(nn.Module):
+    """MoCo v3 on any headless backbone: ``forward(x1, x2, m)`` returns ``{"loss_nce", "loss"}``."""
 
-    ``forward(x1, x2, momentum)`` returns a dict of loss terms (see :class:`MoCoBase`).
-    """
-
-    uses_sync_bn = True
+    uses_sync_bn = True  # the heads' BN becomes SyncBatchNorm under several processes
 
     def __init__(self, backbone: nn.Module, cfg: MethodConfig) -> None:
-        super().__init__(cfg)
+        super().__init__()
+        self.cfg = cfg
         apply_mocov3_vit_options(backbone, cfg.freeze_patch_embed, cfg.fixed_pos_embed)
         self.num_features = backbone.num_features
         projector, self.predictor = self.new_query_head()
         self.encoder = MomentumEncoder(Encoder(backbone, projector))
-        self._init_regularizers()
+        self.keep_features = False  # a regularizer that reads the backbone features (AMCL) sets it
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The online backbone: what gets evaluated and exported."""
+        return self.encoder.online.backbone
 
     def new_query_head(self) -> tuple[nn.Module, nn.Module]:
-        """A projector (shared with the momentum side) and a predictor (queries only)."""
+        """A projector (followed by the momentum side too) and a predictor (queries only)."""
         c = self.cfg
         hidden = c.hidden_dim or self.num_features
         projector = mocov3_mlp(c.proj_layers, self.num_features, hidden, c.dim, last_bn=True)
         predictor = mocov3_mlp(c.pred_layers, c.dim, c.pred_hidden_dim, c.dim, last_bn=c.pred_last_bn)
         return projector, predictor
 
-    def encode(self, x1: torch.Tensor, x2: torch.Tensor) -> Step:
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, m: float) -> dict[str, torch.Tensor]:
+        self.update_momentum(m)
+        emb = self.embed(x1, x2)
+        out = self.loss(emb)
+        out["loss"] = out["loss_nce"]
+        return out
+
+    def update_momentum(self, m: float) -> None:
+        self.encoder.update(m)
+
+    def embed(self, x1: torch.Tensor, x2: torch.Tensor) -> Embeddings:
+        """Both views as queries and as keys; every process's keys (no queue)."""
         online, mom = self.encoder.online, self.encoder.momentum
-        feats = self.needs_features
         hq = [online.backbone(x) for x in (x1, x2)]
         q = [F.normalize(self.predictor(online.head(h)), dim=1) for h in hq]
         with torch.no_grad():
             hk = [mom.backbone(x) for x in (x1, x2)]
             k = [F.normalize(mom.head(h), dim=1) for h in hk]
         k_all = [gather_no_grad(v) for v in k]
-        return Step(q, k, k_all, None, q[0].shape[0] * rank(), hq, hk if feats else None)
+        feats = self.keep_features
+        return Embeddings(q, k, k_all, None, q[0].shape[0] * rank(), hq, hk if feats else [None, None])
 
-    def base_loss(self, step: Step) -> dict[str, torch.Tensor]:
+    def loss(self, emb: Embeddings, sims: Similarities | None = None) -> dict[str, torch.Tensor]:
+        """ctr(q1, k2) + ctr(q2, k1) over every process's keys."""
+        sims = sims or Similarities(emb)
         t = self.cfg.temperature
-        loss = sum(contrastive_loss_from_sims(step.cross(a), t, step.offset) for a in step.pairs)
+        with fp32_region(emb.q[0]):
+            loss = sum(contrastive_loss(sims.cross(a), t, sims.offset) for a in sims.pairs)
         return {"loss_nce": loss}
+
+    def enqueue(self, emb: Embeddings) -> None:
+        """No queue in MoCo v3."""
 
 
 @register_method(
     "mocov3",
+    facts=Facts("MoCo v3", ("arXiv:2104.02057",), "https://github.com/facebookresearch/moco-v3"),
     defaults={
         "method": dict(
             dim=256,

@@ -1,50 +1,61 @@
-"""One training step's embeddings and their similarity products, each computed once and shared.
+"""What a base hands to its loss and to the regularizers: one step's embeddings and their similarity products.
 
-Views are 0 and 1. Pair ``a`` is the query of view ``a`` against the key of view ``1 − a``: pair 0 is
-(q1, k2) and pair 1 is (q2, k1). MoCo v2 without ``symmetric`` has pair 0 only.
+Views are 0 and 1. Pair ``a`` is the query of view ``a`` against the key of view ``1 − a``: pair 0 is (q1, k2)
+and pair 1 is (q2, k1). MoCo v2 without ``symmetric`` has pair 0 only.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
-from ..losses import at_least_fp32, drop_positive
-from ._common import fp32_region
+from .losses import at_least_fp32, drop_positive, fp32_region
+
+PerView = list  # [view 0, view 1], an entry None where that view has no such tensor
 
 
-class Step:
-    """The embeddings of one step and a cache of the products the loss terms share.
+@dataclass
+class Embeddings:
+    """One step's embeddings.
 
-    Args:
+    Attributes:
         q: per view, (N, D) normalised queries with gradient, or None when that view is not a query.
         k: per view, (N, D) this process's normalised keys (no gradient), or None.
         k_all: per view, (M, D) every process's keys in rank order (the same on every rank), or None.
-        queue: (K, D) the negatives read before this step's enqueue (MoCo v2), or None (MoCo v3).
+        negatives: (K, D) the queue as it was before this step's enqueue (MoCo v2), or None (MoCo v3).
         offset: N · rank: where this process's keys sit in ``k_all``.
         feats_q / feats_k: per view, the backbone features under the queries (with gradient) and the keys
-            (momentum backbone, this process's, in batch order); filled only when a term asks for them.
+            (momentum backbone, this process's, in batch order); filled when the base keeps features.
+        new_keys: what the queue receives after the step: every process's keys, view by view, in rank order.
     """
 
-    def __init__(
-        self,
-        q: list[torch.Tensor | None],
-        k: list[torch.Tensor | None],
-        k_all: list[torch.Tensor | None],
-        queue: torch.Tensor | None,
-        offset: int,
-        feats_q: list[torch.Tensor | None] | None = None,
-        feats_k: list[torch.Tensor | None] | None = None,
-    ) -> None:
+    q: PerView
+    k: PerView
+    k_all: PerView
+    negatives: torch.Tensor | None
+    offset: int
+    feats_q: PerView = field(default_factory=lambda: [None, None])
+    feats_k: PerView = field(default_factory=lambda: [None, None])
+    new_keys: torch.Tensor | None = None
+
+    @property
+    def pairs(self) -> list[int]:
+        return [a for a in (0, 1) if self.q[a] is not None]
+
+
+class Similarities:
+    """The products of one step's embeddings, each computed once (in float32) for every loss term that reads it."""
+
+    def __init__(self, emb: Embeddings) -> None:
         up = lambda vs: [None if v is None else at_least_fp32(v) for v in vs]  # noqa: E731
-        self.q, self.k, self.k_all = up(q), up(k), up(k_all)
-        self.queue = None if queue is None else at_least_fp32(queue)
-        self.offset = offset
-        self.feats_q = feats_q or [None, None]
-        self.feats_k = feats_k or [None, None]
-        self.pairs = [a for a in (0, 1) if q[a] is not None]
+        self.emb = emb
+        self.q, self.k, self.k_all = up(emb.q), up(emb.k), up(emb.k_all)
+        self.queue = None if emb.negatives is None else at_least_fp32(emb.negatives)
+        self.offset = emb.offset
+        self.pairs = emb.pairs
         self._cache: dict[tuple[str, int], torch.Tensor] = {}
         self.computed: Counter[str] = Counter()  # how many products of each kind were computed
 
@@ -77,8 +88,8 @@ class Step:
         return self._get("key_batch", a, lambda: self.k[1 - a] @ self.k_all[1 - a].t())
 
     def negatives(self, a: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The query's and the key's similarities to pair a's negatives: the queue when there is one,
-        else every process's keys of view b except the positive. Shapes (N, K) or (N, M − 1)."""
+        """The query's and the key's similarities to pair a's negatives: the queue when there is one, else every
+        process's keys of view b except the positive. Shapes (N, K) or (N, M − 1)."""
         if self.queue is not None:
             return self.query_queue(a), self.key_queue(a)
         q_neg = self._get("query_batch_neg", a, lambda: drop_positive(self.cross(a), self.offset))

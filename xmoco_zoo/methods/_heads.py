@@ -1,12 +1,9 @@
+"""The heads of the MoCo bases: MoCo v2's projector, MoCo v3's MLPs, and the backbone + head pair."""
+
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-
-def fp32_region(x: torch.Tensor) -> torch.autocast:
-    """A region outside autocast: every loss runs in float32 even under mixed precision."""
-    return torch.autocast(device_type=x.device.type, enabled=False)
 
 
 class Encoder(nn.Module):
