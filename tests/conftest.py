@@ -7,12 +7,14 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "pretrain.py"
+HOOKED_RECIPE = ROOT / "tests" / "hooked_pretrain.py"  # the recipe with tests/fault_hooks.py installed
 torch.set_num_threads(2)
 
 
 def run_pretrain(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run the pretrain recipe in a fresh process (as a user would) and fail loudly with its output."""
-    cmd = [sys.executable, str(ROOT / "recipes" / "pretrain.py"), *args]
+    cmd = [sys.executable, str(RECIPE), *args]
     proc = subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=ROOT
     )
@@ -50,9 +52,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch_two(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """The pretrain recipe under ``accelerate launch --multi_gpu --num_processes 2`` on the CPU (gloo), one thread
-    per process, on a free port; returns whatever happened (callers check the exit status)."""
+def launch_two(
+    *args: str, env: dict | None = None, timeout: int = 600, script: Path = RECIPE
+) -> subprocess.CompletedProcess:
+    """The pretrain recipe (or another ``script``) under ``accelerate launch --multi_gpu --num_processes 2`` on
+    the CPU (gloo), one thread per process, on a free port; returns whatever happened (callers check the exit
+    status)."""
     cmd = [
         sys.executable,
         "-m",
@@ -68,7 +73,7 @@ def launch_two(*args: str, env: dict | None = None, timeout: int = 600) -> subpr
         "no",
         "--main_process_port",
         str(free_port()),
-        str(ROOT / "recipes" / "pretrain.py"),
+        str(script),
         *args,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}

@@ -1,10 +1,11 @@
 """Faults at recipe level, in subprocesses as users run it: kill -9 (during training, during a checkpoint
 write), SIGTERM (mid-epoch checkpoint, exact resume), NaN loss, and checkpoints that must be refused.
 
-Each killed run is the real thing: the process sends itself SIGKILL/SIGTERM through the test hooks
-``XMOCO_TEST_SIGNAL_AT_STEP`` (pretrain.py) and ``XMOCO_TEST_CRASH_IN_CHECKPOINT`` (checkpoint.py), which only
-pick the moment; the kernel delivers the signal as for ``kill -9 PID`` / ``kill PID``. Every resumed run must end
-bitwise equal (weights, momentum encoder, queue, optimizer state) to one uninterrupted reference run.
+Each killed run is the real thing: the process sends itself SIGKILL/SIGTERM through the hooks of
+tests/fault_hooks.py (``XMOCO_TEST_SIGNAL_AT_STEP``, ``XMOCO_TEST_CRASH_IN_CHECKPOINT``, installed by
+tests/hooked_pretrain.py), which only pick the moment; the kernel delivers the signal as for ``kill -9 PID`` /
+``kill PID``. The other runs are the recipe itself. Every resumed run must end bitwise equal (weights, momentum
+encoder, queue, optimizer state) to one uninterrupted reference run.
 
 Setup: the conftest's tiny run (test_resnet, 128 synthetic images, batch 16: 8 steps/epoch, 2 epochs, MoCo v2
 with split BN, whose key permutations draw from torch's RNG, so the RNG state must be resumed exactly too).
@@ -26,21 +27,22 @@ from safetensors.torch import load_file
 
 from xmoco_zoo import checkpoint as ckpt
 
-from .conftest import ROOT, TINY, launch_two
+from .conftest import HOOKED_RECIPE, RECIPE, ROOT, TINY, launch_two
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # a busy 2-core machine: one thread per run is faster and steadier
 
 
-def _run(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """The recipe in a fresh process; returns whatever happened (the tests check the exit status)."""
-    cmd = [sys.executable, str(ROOT / "recipes" / "pretrain.py"), *TINY, *args]
+def _run(*args: str, hooks: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """The recipe in a fresh process, with the fault ``hooks`` (tests/fault_hooks.py's environment variables) if
+    given; returns whatever happened (the tests check the exit status)."""
+    cmd = [sys.executable, str(HOOKED_RECIPE if hooks else RECIPE), *TINY, *args]
     return subprocess.run(
         cmd,
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=ROOT,
-        env={**os.environ, **ONE_THREAD, **(env or {})},
+        env={**os.environ, **ONE_THREAD, **(hooks or {})},
         start_new_session=True,  # its own process group: TERMGROUP signals it and its loader workers only
     )
 
@@ -85,12 +87,12 @@ def reference(tmp_path_factory):
 def test_kill9_during_training_and_during_a_checkpoint_write_then_resume_is_exact(tmp_path, reference):
     out = tmp_path / "run"
     # kill -9 after step 11 (3 steps into epoch 2): epoch_0001 is complete, nothing else.
-    p = _run(f"train.output_dir={out}", env={"XMOCO_TEST_SIGNAL_AT_STEP": "11:KILL"})
+    p = _run(f"train.output_dir={out}", hooks={"XMOCO_TEST_SIGNAL_AT_STEP": "11:KILL"})
     assert p.returncode == -9, p.stderr[-2000:]
     assert _names(out) == ["epoch_0001"] and not (out / "summary.json").exists()
 
     # Resume; kill -9 while epoch_0002 is being written (its model file half written).
-    p = _run(f"train.output_dir={out}", "--resume", env={"XMOCO_TEST_CRASH_IN_CHECKPOINT": "epoch_0002"})
+    p = _run(f"train.output_dir={out}", "--resume", hooks={"XMOCO_TEST_CRASH_IN_CHECKPOINT": "epoch_0002"})
     assert p.returncode == -9, p.stderr[-2000:]
     assert "resumed from" in p.stdout and "epoch_0001 (epoch 1, step 8)" in p.stdout
     assert _names(out) == [".tmp-epoch_0002", "epoch_0001"]
@@ -116,7 +118,7 @@ def test_sigterm_writes_a_mid_epoch_checkpoint_and_resume_continues_at_the_next_
     too, and ignore it) after step 11, 3 batches into epoch 2."""
     out = tmp_path / "run"
     p = _run(
-        f"train.output_dir={out}", "data.num_workers=2", env={"XMOCO_TEST_SIGNAL_AT_STEP": "11:TERMGROUP"}
+        f"train.output_dir={out}", "data.num_workers=2", hooks={"XMOCO_TEST_SIGNAL_AT_STEP": "11:TERMGROUP"}
     )
     assert p.returncode == 143, p.stderr[-3000:]
     assert "SIGTERM: stopped after step 11" in p.stdout
@@ -244,8 +246,9 @@ def test_export_refuses_a_weights_pickle_that_is_not_plain_weights(tmp_path, ref
     assert not marker.exists()
 
 
-def _run_two(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return launch_two(*TINY, "train.batch_size=8", *args, env=env, timeout=timeout)
+def _run_two(*args: str, hooks: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    script = HOOKED_RECIPE if hooks else RECIPE
+    return launch_two(*TINY, "train.batch_size=8", *args, env=hooks, timeout=timeout, script=script)
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +267,7 @@ def test_two_processes_sigterm_on_one_rank_stops_both_at_the_same_step_and_resum
     the same step and write one mid-epoch checkpoint (no hang in a collective); resuming with 2 processes ends
     bitwise equal to an uninterrupted 2-process run (shuffle BN across processes, per-rank RNG states)."""
     ref, out = reference_two, tmp_path / "run"
-    p = _run_two(f"train.output_dir={out}", env={"XMOCO_TEST_SIGNAL_AT_STEP": "3:TERM:1"})
+    p = _run_two(f"train.output_dir={out}", hooks={"XMOCO_TEST_SIGNAL_AT_STEP": "3:TERM:1"})
     assert p.returncode != 0 and "SIGTERM: stopped after step 3" in p.stdout, p.stderr[-3000:]
     assert _names(out) == ["epoch_0000_step_00000003"]
     meta = json.loads((out / "checkpoints/epoch_0000_step_00000003" / ckpt.META).read_text())
@@ -283,7 +286,7 @@ def test_slurm_sigterm_to_every_process_under_the_elastic_launcher_still_checkpo
     workers finish step 5, write one mid-epoch checkpoint and exit, and resuming ends
     bitwise equal to an uninterrupted 2-process run."""
     out = tmp_path / "run"
-    p = _run_two(f"train.output_dir={out}", env={"XMOCO_TEST_SIGNAL_AT_STEP": "5:TERMSLURM:0"})
+    p = _run_two(f"train.output_dir={out}", hooks={"XMOCO_TEST_SIGNAL_AT_STEP": "5:TERMSLURM:0"})
     assert p.returncode != 0, "the launcher reports the stop"
     assert "SIGTERM: stopped after step 5" in p.stdout, f"{p.stdout[-2000:]}\n{p.stderr[-4000:]}"
     assert "closing signal SIGTERM" in p.stderr, "the agent forwarded its copy"

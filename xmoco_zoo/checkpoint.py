@@ -10,10 +10,6 @@ after N complete epochs and S optimizer steps in all, and sorts between ``epoch_
 Before Accelerate loads a checkpoint, :func:`verify_plain_data` loads every pickle in it with
 ``torch.load(weights_only=True)``: Accelerate itself loads the registered training state with
 ``weights_only=False``, so a crafted pickle would otherwise run code on ``--resume``.
-
-Test hook (used by tests/test_faults.py, not an option): ``XMOCO_TEST_CRASH_IN_CHECKPOINT=NAME`` makes
-:func:`save_checkpoint` kill its own process with SIGKILL while writing the checkpoint named NAME, after
-Accelerate wrote the temporary folder and with its model file cut to half, i.e. a ``kill -9`` mid-write.
 """
 
 from __future__ import annotations
@@ -23,7 +19,6 @@ import os
 import pickle
 import re
 import shutil
-import signal
 from pathlib import Path
 
 import torch
@@ -33,7 +28,6 @@ from .results import EvalRecord, write_result
 
 _NAME = re.compile(r"^epoch_(\d{4,})(?:_step_(\d{8,}))?$")
 PICKLE_SUFFIXES = (".bin", ".pkl", ".pt", ".pth")
-CRASH_HOOK = "XMOCO_TEST_CRASH_IN_CHECKPOINT"
 META = "xmoco_meta.json"
 CONFIG = "config.yaml"  # the resolved run config, so a checkpoint can be exported on its own
 
@@ -75,19 +69,6 @@ def checkpoint_name(epoch: int, step: int | None = None) -> str:
     return f"epoch_{epoch:04d}" if step is None else f"epoch_{epoch:04d}_step_{step:08d}"
 
 
-def _crash_hook(accelerator, tmp: Path, name: str) -> None:
-    """Test hook: a ``kill -9`` in the middle of writing checkpoint ``name`` (see the module docstring)."""
-    if os.environ.get(CRASH_HOOK) != name:
-        return
-    if accelerator.is_main_process:
-        model_file = tmp / "model.safetensors"
-        if model_file.is_file():
-            size = model_file.stat().st_size
-            with open(model_file, "r+b") as f:
-                f.truncate(size // 2)
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
 def save_checkpoint(
     accelerator,
     root: Path,
@@ -113,7 +94,6 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
-    _crash_hook(accelerator, tmp, name)
     if accelerator.is_main_process:
         meta = {
             "method": cfg.method.name,

@@ -4,15 +4,15 @@
     python recipes/pretrain.py --config ... --resume            # continue from the newest checkpoint
     python recipes/pretrain.py --config ... --resume-from runs/x/checkpoints/epoch_0003
 
-Reads top to bottom: config, accelerator, data, method, optimizer, ``prepare``, resume, loop (step:
-schedules → forward → backward → log; epoch: kNN monitor → atomic checkpoint), export.
+Reads top to bottom: ``main`` runs ``setup`` (accelerator, data, method, optimizer, ``prepare``), ``resume``,
+``start`` (config file, trackers, kNN of the random init), then per epoch ``train_epoch`` (each batch one
+``train_step``: views → schedules → forward → backward → optimizer step → one collective) and ``end_of_epoch``
+(kNN monitor → atomic checkpoint), and ``finish`` (export, summary).
 
-Faults: a NaN/inf loss stops the run naming the step and the term (the last checkpoint is kept); SIGTERM
-finishes the current step, writes a checkpoint (mid-epoch if need be: ``--resume`` then continues from that
-exact batch) and exits with status 143; after a ``kill -9``, ``--resume`` continues from the last complete
-checkpoint. Test hook (tests/test_faults.py, not an option): ``XMOCO_TEST_SIGNAL_AT_STEP=N:KILL|TERM|TERMGROUP|TERMSLURM[:RANK]``
-makes the process send itself that signal right after optimizer step N (on every rank, or on RANK only);
-TERMSLURM signals the launcher and all its workers, as Slurm stops a job step.
+Faults (xmoco_zoo/lifecycle.py): a NaN/inf loss stops the run naming the step and the term (the last checkpoint
+is kept); SIGTERM finishes the current step, writes a checkpoint (mid-epoch if need be: ``--resume`` then
+continues from that exact batch) and exits with status 143; after a ``kill -9``, ``--resume`` continues from
+the last complete checkpoint.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import signal
 import sys
-import threading
 import time
 import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from accelerate import Accelerator
@@ -38,27 +38,20 @@ from . import checkpoint as ckpt
 from .augment import TwoViews, eval_transform
 from .batch_augment import BatchTwoViews
 from .config import Config, to_dict, to_yaml
-from .experiment import load_config
 from .data import EpochSampler, TransformDataset, TwoViewDataset, labelled_splits, split_name, subset
 from .distributed import broadcast_norm_buffers, convert_sync_batchnorm
+from .experiment import load_config
 from .export import export_model
 from .knn import extract_features, knn_accuracy
+from .lifecycle import NonFiniteLossError, StopOnSigterm, TrainingInterrupted, any_process, ignore_sigterm
 from .logging import CSVTracker, flatten
 from .methods import create_method_from_config
 from .optim import create_optimizer, set_lr
 from .results import EvalRecord, current_command, git_commit, read_results
 from .schedules import cosine_lr, momentum_at
 
-
-class NonFiniteLossError(RuntimeError):
-    """A loss term became NaN or inf; training stops and the last good checkpoint is kept."""
-
-
-class TrainingInterrupted(SystemExit):
-    """SIGTERM: the checkpoint is written and the process exits with 128 + SIGTERM = 143."""
-
-    def __init__(self) -> None:
-        super().__init__(128 + signal.SIGTERM)
+StepHook = Callable[[int, int], None]
+"""``hook(step, process_index)``, called after each optimizer step (see :func:`main`)."""
 
 
 class TrainState:
@@ -93,88 +86,123 @@ class TrainState:
         self.knn_top1, self.knn_init = d.get("knn_top1"), d.get("knn_init")
 
 
-class StopOnSigterm:
-    """While active, SIGTERM only sets ``requested``: the loop finishes its step, checkpoints and exits.
+@dataclass
+class Run:
+    """One training run: what :func:`setup` built, the counters, and what the checkpoints carry."""
 
-    Further SIGTERMs are absorbed, not taken as "exit now": under Slurm every process of the job step gets
-    SIGTERM and the launcher (torch's elastic agent, behind ``accelerate launch --multi_gpu`` and torchrun)
-    forwards its own copy to its workers, so each worker receives two within milliseconds. To exit at once,
-    send SIGINT (Ctrl-C) or SIGKILL; the launchers and Slurm send SIGKILL after their grace period anyway.
-    Outside the main thread it does nothing.
-    """
+    cfg: Config
+    accelerator: Accelerator
+    model: torch.nn.Module  # as prepared (DDP under several processes): what a step calls
+    method: torch.nn.Module  # the same, unwrapped: its ``backbone`` is evaluated and exported
+    optimizer: torch.optim.Optimizer
+    loader: DataLoader
+    sampler: EpochSampler
+    dataset: Dataset
+    knn_loaders: tuple[DataLoader, DataLoader] | None
+    batch_views: BatchTwoViews | None  # aug.batched: the views are made per batch on the device
+    view_generator: torch.Generator | None
+    total_batch: int  # processes x train.batch_size
+    peak_lr: float
+    steps_per_epoch: int
+    state: TrainState
+    stop: StopOnSigterm
+    after_step: Sequence[StepHook] = ()
+    results: list[EvalRecord] = field(default_factory=list)  # kNN records, saved with checkpoints and export
+    resume_rng: torch.Tensor | None = None  # mid-epoch resume: the RNG state to restore at the first batch
+    command: str = field(default_factory=current_command)
+    commit: str | None = field(default_factory=git_commit)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.cfg.train.output_dir)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.train.epochs * self.steps_per_epoch
+
+    @property
+    def warmup_steps(self) -> int:
+        return int(round(self.cfg.train.warmup_epochs * self.steps_per_epoch))
+
+    @property
+    def stop_epoch(self) -> int:
+        """The epoch this process trains up to (train.stop_after_epoch ends a run early, to resume later)."""
+        return min(self.cfg.train.epochs, self.cfg.train.stop_after_epoch or self.cfg.train.epochs)
+
+    @property
+    def max_steps_reached(self) -> bool:
+        return self.state.step >= (self.cfg.train.max_steps or math.inf)
+
+    def training_facts(self) -> dict:
+        """What the checkpoint and the model card record about how the weights were made."""
+        return {
+            "epochs": self.state.epoch,
+            "steps": self.state.step,
+            "batch_size": self.total_batch,
+            "processes": self.accelerator.num_processes,
+            "command": self.command,
+            "commit": self.commit,
+        }
+
+    def save(self, step: int | None = None) -> Path:
+        """An atomic checkpoint after ``state.epoch`` epochs, or mid-epoch after global step ``step``."""
+        broadcast_norm_buffers(self.method)  # every rank saves (and later resumes) rank 0's BN statistics
+        return ckpt.save_checkpoint(
+            self.accelerator,
+            self.checkpoints,
+            self.state.epoch,
+            self.cfg,
+            keep=self.cfg.train.keep_checkpoints,
+            training=self.training_facts(),
+            results=self.results,
+            step=step,
+        )
+
+
+class StepResult(NamedTuple):
+    """What one training step reports, every number already reduced over processes."""
+
+    values: dict[str, float]  # each term the method returned ("loss", ...), mean over processes
+    lr: float
+    momentum: float
+    bad_images: float  # unreadable images in the batch (data.on_bad_image=skip), summed over processes
+    stop: bool  # SIGTERM reached at least one process
+
+
+class LogWindow:
+    """The logged values summed over the steps since the last log line (train.log_every)."""
 
     def __init__(self) -> None:
-        self.requested = False
-        self._told_repeat = False
-        self._previous = None
+        self.sums: dict[str, float] = {}
+        self.steps = 0
+        self.start = time.perf_counter()
 
-    def __enter__(self) -> StopOnSigterm:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
+    def add(self, values: dict[str, float]) -> None:
+        for n, v in values.items():
+            self.sums[n] = self.sums.get(n, 0.0) + v
+        self.steps += 1
 
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            if not self._told_repeat:
-                self._told_repeat = True
-                print(
-                    "SIGTERM again: already stopping after this step (Ctrl-C or kill -9 to exit at once)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            return
-        self.requested = True
-        print("SIGTERM: finishing this step, then writing a checkpoint", file=sys.stderr, flush=True)
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
-def _test_signal_hook(step: int, rank: int) -> None:
-    """``XMOCO_TEST_SIGNAL_AT_STEP=N:KILL|TERM|TERMGROUP|TERMSLURM[:RANK]``: after step N, send this process
-    (TERMGROUP: its whole process group, loader workers included; TERMSLURM: its launcher and every process the
-    launcher started, as Slurm does) the signal. A test hook."""
-    spec = os.environ.get("XMOCO_TEST_SIGNAL_AT_STEP")
-    if not spec:
-        return
-    n, sig, *only = spec.split(":")
-    if int(n) == step and (not only or int(only[0]) == rank):
-        if sig == "TERMGROUP":
-            os.killpg(os.getpgid(0), signal.SIGTERM)
-        elif sig == "TERMSLURM":  # as Slurm stops a job step: every worker, and the launcher, which forwards
-            launcher, me = os.getppid(), os.getpid()  # a second copy to each worker
-            os.kill(me, signal.SIGTERM)  # handled before the next line runs: this process has its first copy
-            for pid in _children(launcher):
-                if pid != me:
-                    os.kill(pid, signal.SIGTERM)
-            time.sleep(0.2)
-            os.kill(launcher, signal.SIGTERM)
-        else:
-            os.kill(os.getpid(), {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM}[sig])
-
-
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (Linux /proc). For the test hook."""
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            kids.append(int(stat.parent.name))
-    return kids
-
-
-def _worker_ignores_sigterm(worker_id: int) -> None:
-    """DataLoader workers ignore SIGTERM: sent to the whole process group (Slurm, ``kill -TERM -PGID``), it
-    would kill them and the next batch would raise before the main process could write its checkpoint. They
-    exit with the main process."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    def logs(self, last: StepResult, epoch: int, total_batch: int) -> dict[str, float]:
+        """The window's means, the last step's lr and momentum, the epoch (from 1) and the throughput."""
+        seconds = time.perf_counter() - self.start
+        logs = {f"train/{n}": v / self.steps for n, v in self.sums.items()}
+        logs.update(
+            {
+                "train/lr": last.lr,
+                "train/momentum": last.momentum,
+                "train/epoch": epoch + 1,
+                "perf/images_per_s": self.steps * total_batch / seconds,
+            }
+        )
+        return logs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The recipe's command line: ``--config``, ``--resume`` / ``--resume-from`` and ``key=value`` overrides."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML experiment config (recipes/configs/*.yaml)")
     p.add_argument(
@@ -187,14 +215,94 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_intermixed_args(argv)  # overrides may come before and after the flags
 
 
-def compile_backbones(model: torch.nn.Module) -> None:
-    """``torch.compile`` the online and momentum backbones in place (``nn.Module.compile``: the state_dict keys,
-    hence checkpoints and exports, are unchanged)."""
-    model.encoder.online.backbone.compile()
-    model.encoder.momentum.backbone.compile()
+def main(argv: list[str] | None = None, after_step: Sequence[StepHook] = ()) -> dict:
+    """Pretrain as the command line ``argv`` says (the recipe's arguments); returns the run's summary.
+
+    Args:
+        argv: ``--config``, ``--resume`` / ``--resume-from`` and ``key=value`` overrides; None reads sys.argv.
+        after_step: each called as ``hook(step, process_index)`` on every process right after optimizer step
+            ``step`` (the global count, from 1), before the step's collective reads the stop flag: a hook that
+            sends SIGTERM stops the run after that very step. tests/hooked_pretrain.py injects faults with it.
+
+    Raises:
+        TrainingInterrupted: SIGTERM; the checkpoint is written (exit status 143).
+        NonFiniteLossError: a loss term became NaN or inf; the last checkpoint is kept.
+    """
+    with StopOnSigterm() as stop:
+        args = parse_args(argv)
+        run = setup(load_config(args.config, args.overrides), stop, after_step)
+        if args.resume or args.resume_from:
+            resume(run, args.resume_from or "auto")
+        start(run)
+        while run.state.epoch < run.stop_epoch and not run.max_steps_reached:
+            stopped = train_epoch(run)
+            end_of_epoch(run, stopped)
+        return finish(run)
+
+
+# ---------------------------------------------------------------- set-up
+
+
+def setup(cfg: Config, stop: StopOnSigterm, after_step: Sequence[StepHook] = ()) -> Run:
+    """Accelerator, data, method and optimizer, through ``accelerator.prepare``: a run at step 0."""
+    accelerator = create_accelerator(cfg)
+    set_seed(cfg.train.seed)
+    channels = int(cfg.model.kwargs.get("in_chans", 3))
+    loader, sampler, dataset, knn_loaders = build_loaders(cfg, channels)
+    model = create_model(cfg, accelerator)
+    total_batch = cfg.train.batch_size * accelerator.num_processes
+    peak_lr = cfg.train.base_lr * total_batch / 256
+    optimizer = create_optimizer(model, cfg.train, peak_lr)
+
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    if knn_loaders is not None:
+        knn_loaders = accelerator.prepare(*knn_loaders)
+    state = TrainState()
+    accelerator.register_for_checkpointing(state)
+    if len(loader) == 0:
+        raise ValueError(
+            f"the dataset has {len(dataset)} images, fewer than one batch of {cfg.train.batch_size} per process: "
+            "lower train.batch_size"
+        )
+    batched = cfg.aug.batched  # the loader yields raw uint8 images; BatchTwoViews makes the views
+    return Run(
+        cfg=cfg,
+        accelerator=accelerator,
+        model=model,
+        method=accelerator.unwrap_model(model),
+        optimizer=optimizer,
+        loader=loader,
+        sampler=sampler,
+        dataset=dataset,
+        knn_loaders=knn_loaders,
+        batch_views=BatchTwoViews(cfg.aug, channels).to(accelerator.device) if batched else None,
+        view_generator=torch.Generator(device=accelerator.device) if batched else None,
+        total_batch=total_batch,
+        peak_lr=peak_lr,
+        steps_per_epoch=len(loader),
+        state=state,
+        stop=stop,
+        after_step=tuple(after_step),
+    )
+
+
+def create_accelerator(cfg: Config) -> Accelerator:
+    """The CPU when there is no GPU; the CSV tracker (metrics.csv) beside the configured trackers."""
+    out_dir = Path(cfg.train.output_dir)
+    # torch 2.14 deprecates DDP's broadcast_buffers in favour of forward_sync_buffers, which Accelerate's
+    # DistributedDataParallelKwargs does not expose yet; broadcast_buffers=False is what we mean (see below).
+    warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
+    return Accelerator(
+        cpu=not torch.cuda.is_available(),
+        log_with=[t for t in cfg.train.trackers if t != "csv"] + [CSVTracker("pretrain", out_dir)],
+        project_dir=str(out_dir),
+        # The queue is a buffer that every rank updates identically: no need to broadcast it each step.
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+    )
 
 
 def build_loaders(cfg: Config, channels: int) -> tuple[DataLoader, EpochSampler, Dataset, tuple | None]:
+    """The pretraining loader, its sampler and dataset, and the kNN monitor's (bank, queries) loaders or None."""
     train_split, test_split = labelled_splits(cfg, channels)
     pretrain_images = subset(train_split, cfg.data.subset, cfg.train.seed)
     if cfg.aug.batched:  # the loader yields the raw uint8 images; BatchTwoViews makes the views on the device
@@ -213,7 +321,7 @@ def build_loaders(cfg: Config, channels: int) -> tuple[DataLoader, EpochSampler,
         drop_last=cfg.train.drop_last,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=False,
-        worker_init_fn=_worker_ignores_sigterm,
+        worker_init_fn=ignore_sigterm,
     )
     knn_loaders = None
     if cfg.knn.enabled and test_split is not None:
@@ -223,15 +331,294 @@ def build_loaders(cfg: Config, channels: int) -> tuple[DataLoader, EpochSampler,
         bank = TransformDataset(subset(train_split, cfg.knn.max_train, cfg.train.seed), tf)
         query = TransformDataset(subset(test_split, cfg.knn.max_test, cfg.train.seed), tf)
         knn_loaders = tuple(
-            DataLoader(
-                d, batch_size=cfg.knn.batch_size, num_workers=workers, worker_init_fn=_worker_ignores_sigterm
-            )
+            DataLoader(d, batch_size=cfg.knn.batch_size, num_workers=workers, worker_init_fn=ignore_sigterm)
             for d in (bank, query)
         )
     return loader, sampler, pretrain_ds, knn_loaders
 
 
+def create_model(cfg: Config, accelerator: Accelerator) -> torch.nn.Module:
+    """The configured method, before ``prepare``: SyncBatchNorm under several processes (method.sync_bn),
+    channels_last and compiled backbones as configured."""
+    model = create_method_from_config(cfg)
+    if accelerator.num_processes > 1 and cfg.method.sync_bn and model.uses_sync_bn:
+        model = convert_sync_batchnorm(model, accelerator.device)
+    if cfg.model.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.model.compile:
+        compile_backbones(model)
+    return model
+
+
+def compile_backbones(model: torch.nn.Module) -> None:
+    """``torch.compile`` the online and momentum backbones in place (``nn.Module.compile``: the state_dict keys,
+    hence checkpoints and exports, are unchanged)."""
+    model.encoder.online.backbone.compile()
+    model.encoder.momentum.backbone.compile()
+
+
+# ---------------------------------------------------------------- resume and start
+
+
+def resume(run: Run, which: str) -> None:
+    """Load a checkpoint into ``run``: ``which`` is its folder, or ``auto`` for the newest complete one.
+
+    A mid-epoch checkpoint continues at its next batch, and only with the same processes, total batch and
+    data. An end-of-epoch checkpoint written with another total batch continues the schedules from the same
+    epoch. The checkpoint's results carry over until a new kNN measurement replaces them.
+
+    Raises:
+        CheckpointError: no checkpoint, another method or backbone, a pickle that is not plain data, a
+            damaged file, or a mid-epoch checkpoint this run cannot continue.
+    """
+    accelerator, state = run.accelerator, run.state
+    path = ckpt.find_checkpoint(run.checkpoints, which)
+    ckpt.check_compatible(path, run.cfg)
+    ckpt.verify_plain_data(path)
+    accelerator.load_state(str(path))
+    processes, total_batch, steps_per_epoch = accelerator.num_processes, run.total_batch, run.steps_per_epoch
+    if state.epoch_step:
+        if (
+            state.total_batch != total_batch
+            or state.processes not in (None, processes)
+            or state.epoch_step >= steps_per_epoch
+        ):
+            raise ckpt.CheckpointError(
+                f"{path} was written mid-epoch (after batch {state.epoch_step} in epoch {state.epoch + 1}) by "
+                f"{state.processes} process(es) with a total batch of {state.total_batch}; this run has "
+                f"{processes} process(es), a total batch of {total_batch} and {steps_per_epoch} batches per epoch. "
+                "Resume it with the same processes, batch size and data, or resume from an end-of-epoch "
+                "checkpoint (--resume-from)"
+            )
+        # Iterating the loader draws one number from torch's RNG (the DataLoader's base seed), which an
+        # uninterrupted run drew at the start of this epoch: put the checkpoint's RNG state back after it.
+        run.resume_rng = torch.get_rng_state()
+    elif state.total_batch is not None and state.total_batch != total_batch:
+        # The schedules are functions of the global step over epochs x steps_per_epoch: with another total
+        # batch the same step is another point of the run. Continue at the same epoch instead.
+        accelerator.print(
+            f"the checkpoint was trained with a total batch of {state.total_batch}, this run has {total_batch}: "
+            f"the lr and momentum schedules continue from epoch {state.epoch} (step {state.step} -> "
+            f"{state.epoch * steps_per_epoch}); the peak lr is now {run.peak_lr:.4g}"
+        )
+        state.step = state.epoch * steps_per_epoch
+    accelerator.print(
+        f"resumed from {path} (epoch {state.epoch}, step {state.step}"
+        + (f", batch {state.epoch_step} of epoch {state.epoch + 1})" if state.epoch_step else ")")
+    )
+    run.results = read_results(path)
+
+
+def start(run: Run) -> None:
+    """Record this run's processes and total batch, write config.yaml, start the trackers and say what runs;
+    at step 0, measure the random initialisation's kNN (knn.at_start)."""
+    cfg, accelerator, state = run.cfg, run.accelerator, run.state
+    state.total_batch, state.processes = run.total_batch, accelerator.num_processes
+    if accelerator.is_main_process:
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+        (run.out_dir / "config.yaml").write_text(to_yaml(cfg))
+    accelerator.init_trackers("pretrain", config=flatten(to_dict(cfg)))
+    accelerator.print(
+        f"{cfg.method.name} on {cfg.model.backbone}: {len(run.dataset)} images, {accelerator.num_processes} process(es) x "
+        f"batch {cfg.train.batch_size}, {run.steps_per_epoch} steps/epoch, peak lr {run.peak_lr:.4g}, output {run.out_dir}"
+    )
+    if run.knn_loaders is not None and cfg.knn.at_start and state.step == 0:
+        top1 = knn_monitor(accelerator, run.method.backbone, run.knn_loaders, cfg)
+        accelerator.log({"eval/knn_top1": top1}, step=0)
+        accelerator.print(f"random init: kNN top-1 {top1:.2f}%")
+        state.knn_init = top1
+    run.model.train()
+
+
+# ---------------------------------------------------------------- training
+
+
+def view_seed(seed: int, epoch: int, batch: int, process: int) -> int:
+    """The seed of one batch's views (aug.batched): a function of where the batch is, so resume is exact."""
+    return (((seed * 1_000_003 + epoch) * 1_000_033 + batch) * 1_009 + process) % (2**63 - 1)
+
+
+def two_views(run: Run, images: torch.Tensor | list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's two views: as the loader made them, or (aug.batched) made now from the uint8 batch."""
+    if run.batch_views is None:
+        x1, x2 = images
+        return x1, x2
+    # Seeded by where the batch is (seed, epoch, batch, process), not by a running stream: exact on resume.
+    state = run.state
+    seed = view_seed(run.cfg.train.seed, state.epoch, state.epoch_step, run.accelerator.process_index)
+    run.view_generator.manual_seed(seed)
+    return run.batch_views(images, run.view_generator)
+
+
+def train_step(run: Run, images: torch.Tensor | list[torch.Tensor], labels: torch.Tensor) -> StepResult:
+    """One optimizer step on one batch (the two views, or the uint8 batch with aug.batched); advances
+    ``state.step`` and ``state.epoch_step``.
+
+    Raises:
+        NonFiniteLossError: a loss term's mean over processes is NaN or inf (nothing is saved).
+    """
+    cfg, accelerator, state = run.cfg, run.accelerator, run.state
+    x1, x2 = two_views(run, images)
+    lr = cosine_lr(state.step, run.total_steps, run.peak_lr, run.warmup_steps, cfg.train.min_lr_ratio)
+    m = momentum_at(state.step, run.total_steps, cfg.method.momentum, cfg.method.momentum_schedule)
+    set_lr(run.optimizer, lr)
+    if cfg.model.channels_last:
+        x1 = x1.contiguous(memory_format=torch.channels_last)
+        x2 = x2.contiguous(memory_format=torch.channels_last)
+    out = run.model(x1, x2, m)
+    accelerator.backward(out["loss"])
+    if cfg.train.grad_clip:
+        accelerator.clip_grad_norm_(run.model.parameters(), cfg.train.grad_clip)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    for hook in run.after_step:
+        hook(state.step + 1, accelerator.process_index)
+
+    # One collective and one host sync per step: the values to log (mean over processes), the finiteness
+    # check, the unreadable images and SIGTERM, so that every process stops at the same step.
+    world, dev = accelerator.num_processes, out["loss"].device
+    flags = [(labels < 0).sum().float().to(dev), torch.tensor(float(run.stop.requested), device=dev)]
+    reduced = torch.stack([*(term.detach().float() for term in out.values()), *flags])
+    if world > 1:
+        reduced = accelerator.reduce(reduced, reduction="sum")
+    *sums, bad_images, stop = reduced.tolist()
+    values = {name: v / world for name, v in zip(out, sums)}
+    for name, v in values.items():
+        if not math.isfinite(v):
+            raise NonFiniteLossError(
+                f"step {state.step} (epoch {state.epoch + 1}): {name} = {v}. Training stopped; the last good "
+                f"checkpoint in {run.checkpoints} is kept. Lower train.base_lr or set train.grad_clip."
+            )
+    state.step += 1
+    state.epoch_step += 1
+    return StepResult(values, lr, m, bad_images, stop > 0)
+
+
+def train_epoch(run: Run) -> bool:
+    """Epoch ``state.epoch`` (its remaining batches, resuming mid-epoch), logging every train.log_every steps.
+
+    Returns:
+        True if SIGTERM stopped it before its end (it also ends early, returning False, at train.max_steps).
+    """
+    cfg, accelerator, state = run.cfg, run.accelerator, run.state
+    epoch = state.epoch
+    # The prepared loader re-applies its own epoch counter at every __iter__ (it restarts at 0 in a
+    # resumed process): set it, and it passes the epoch on to the sampler. The dataset's epoch seeds the views.
+    run.loader.set_epoch(epoch)
+    run.sampler.set_epoch(epoch)
+    if isinstance(run.dataset, TwoViewDataset):  # per-image views are seeded by the epoch
+        run.dataset.set_epoch(epoch)
+    batches = run.loader
+    if state.epoch_step:  # resuming a mid-epoch checkpoint: the same order, from the next batch
+        batches = accelerator.skip_first_batches(run.loader, state.epoch_step)
+        batches.set_epoch(epoch)
+    window, bad_images, stopped = LogWindow(), 0.0, False
+    bar = tqdm(
+        batches,
+        desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+        initial=state.epoch_step,
+        total=run.steps_per_epoch,
+        disable=not accelerator.is_local_main_process,
+        mininterval=1.0 if sys.stderr.isatty() else 30.0,
+    )
+    for images, labels in bar:
+        if run.resume_rng is not None:  # after the loader's draw (see resume)
+            torch.set_rng_state(run.resume_rng)
+            run.resume_rng = None
+        step = train_step(run, images, labels)
+        window.add(step.values)
+        bad_images += step.bad_images
+        bar.set_postfix(loss=f"{step.values['loss']:.4f}", lr=f"{step.lr:.3g}", refresh=False)
+        if state.step % cfg.train.log_every == 0 or state.step == run.total_steps:
+            accelerator.log(window.logs(step, epoch, run.total_batch), step=state.step)
+            window = LogWindow()
+        if run.max_steps_reached:
+            break
+        if step.stop:
+            stopped = True
+            break
+    if bad_images:
+        accelerator.log({"data/bad_images": bad_images}, step=state.step)
+        accelerator.print(
+            f"epoch {epoch + 1}: {int(bad_images)} sample(s) were unreadable images, each replaced by the next "
+            "readable image of the folder (data.on_bad_image=skip); the warnings name the files"
+        )
+    return stopped
+
+
+# ---------------------------------------------------------------- end of epoch, end of run
+
+
+def end_of_epoch(run: Run, stopped: bool) -> None:
+    """After an epoch: the kNN monitor (every knn.every epochs and at the end), then an atomic checkpoint.
+
+    Stopped by SIGTERM mid-epoch, it writes a mid-epoch checkpoint instead, with no kNN.
+
+    Raises:
+        TrainingInterrupted: SIGTERM reached a process during the epoch, the kNN or the save.
+    """
+    cfg, accelerator, state = run.cfg, run.accelerator, run.state
+    if stopped and state.epoch_step < run.steps_per_epoch and not run.max_steps_reached:
+        raise interrupted(run, run.save(step=state.step))
+    state.epoch += 1
+    state.epoch_step = 0
+    if run.knn_loaders is not None and (
+        state.epoch % cfg.knn.every == 0 or state.epoch == run.stop_epoch or run.max_steps_reached
+    ):
+        broadcast_norm_buffers(run.method)  # rank 0's BN statistics on every rank: one model is evaluated
+        state.knn_top1 = knn_monitor(accelerator, run.method.backbone, run.knn_loaders, cfg)
+        accelerator.log({"eval/knn_top1": state.knn_top1}, step=state.step)
+        accelerator.print(
+            f"epoch {state.epoch}: kNN top-1 {state.knn_top1:.2f}% (k={cfg.knn.k}, t={cfg.knn.temperature})"
+        )
+        run.results = [knn_record(cfg, state.knn_top1, state.knn_init, state.epoch, run.knn_loaders)]
+    path = run.save()
+    if stopped or any_process(accelerator, run.stop.requested):  # SIGTERM during the kNN or the save
+        raise interrupted(run, path)
+
+
+def interrupted(run: Run, path: Path) -> TrainingInterrupted:
+    """Say where the run stopped and how to continue, close the trackers; the exception exits with 143."""
+    run.accelerator.print(
+        f"SIGTERM: stopped after step {run.state.step}; checkpoint {path}. Continue with --resume.",
+        flush=True,
+    )
+    run.accelerator.end_training()
+    return TrainingInterrupted()
+
+
+def finish(run: Run) -> dict:
+    """Export the online backbone (train.export) and write summary.json; returns the summary."""
+    accelerator, state = run.accelerator, run.state
+    summary = {
+        "epochs_done": state.epoch,
+        "steps": state.step,
+        "knn_top1": state.knn_top1,
+        "knn_init": state.knn_init,
+        "mixed_precision": accelerator.mixed_precision,
+    }
+    if accelerator.is_main_process:
+        if run.cfg.train.export:
+            export_model(
+                run.method.backbone,
+                run.out_dir / "backbone",
+                run.cfg,
+                training=run.training_facts(),
+                results=run.results,
+            )
+            summary["export"] = str(run.out_dir / "backbone")
+        (run.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
+
+
+# ---------------------------------------------------------------- the kNN monitor
+
+
 def knn_monitor(accelerator: Accelerator, backbone: torch.nn.Module, loaders: tuple, cfg: Config) -> float:
+    """Weighted kNN top-1 (%) of ``backbone``'s features: the queries of ``loaders[1]`` against the bank of
+    ``loaders[0]`` (knn.k, knn.temperature)."""
     cl = cfg.model.channels_last
     train_f, train_y = extract_features(backbone, loaders[0], accelerator, "kNN bank", channels_last=cl)
     test_f, test_y = extract_features(backbone, loaders[1], accelerator, "kNN queries", channels_last=cl)
@@ -261,295 +648,6 @@ def knn_record(cfg: Config, top1: float, init: float | None, epoch: int, loaders
         else {},
         notes=f"the training run's kNN monitor after epoch {epoch}",
     )
-
-
-def _any_process(accelerator: Accelerator, flag: bool) -> bool:
-    t = torch.tensor([float(flag)], device=accelerator.device)
-    return bool(accelerator.reduce(t, reduction="sum").item() > 0) if accelerator.num_processes > 1 else flag
-
-
-def main(argv: list[str] | None = None) -> dict:
-    with StopOnSigterm() as stop:
-        return _main(argv, stop)
-
-
-def _main(argv: list[str] | None, stop: StopOnSigterm) -> dict:
-    args = parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    out_dir = Path(cfg.train.output_dir)
-    # torch 2.14 deprecates DDP's broadcast_buffers in favour of forward_sync_buffers, which Accelerate's
-    # DistributedDataParallelKwargs does not expose yet; broadcast_buffers=False is what we mean (see below).
-    warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
-    accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),
-        log_with=[t for t in cfg.train.trackers if t != "csv"] + [CSVTracker("pretrain", out_dir)],
-        project_dir=str(out_dir),
-        # The queue is a buffer that every rank updates identically: no need to broadcast it each step.
-        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
-    )
-    set_seed(cfg.train.seed)
-    channels = int(cfg.model.kwargs.get("in_chans", 3))
-
-    loader, sampler, pretrain_ds, knn_loaders = build_loaders(cfg, channels)
-    model = create_method_from_config(cfg)
-    if accelerator.num_processes > 1 and cfg.method.sync_bn and model.uses_sync_bn:
-        model = convert_sync_batchnorm(model, accelerator.device)
-    if cfg.model.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if cfg.model.compile:
-        compile_backbones(model)
-    total_batch = cfg.train.batch_size * accelerator.num_processes
-    peak_lr = cfg.train.base_lr * total_batch / 256
-    optimizer = create_optimizer(model, cfg.train, peak_lr)
-
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    if knn_loaders is not None:
-        knn_loaders = accelerator.prepare(*knn_loaders)
-    method = accelerator.unwrap_model(model)
-    state = TrainState()
-    accelerator.register_for_checkpointing(state)
-
-    steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"the dataset has {len(pretrain_ds)} images, fewer than one batch of {cfg.train.batch_size} per process: "
-            "lower train.batch_size"
-        )
-    ckpt_root = out_dir / "checkpoints"
-    resume_rng = None
-    if args.resume or args.resume_from:
-        path = ckpt.find_checkpoint(ckpt_root, args.resume_from or "auto")
-        ckpt.check_compatible(path, cfg)
-        ckpt.verify_plain_data(path)
-        accelerator.load_state(str(path))
-        if state.epoch_step:
-            if (
-                state.total_batch != total_batch
-                or state.processes not in (None, accelerator.num_processes)
-                or state.epoch_step >= steps_per_epoch
-            ):
-                raise ckpt.CheckpointError(
-                    f"{path} was written mid-epoch (after batch {state.epoch_step} in epoch {state.epoch + 1}) by "
-                    f"{state.processes} process(es) with a total batch of {state.total_batch}; this run has "
-                    f"{accelerator.num_processes} process(es), a total batch of {total_batch} and {steps_per_epoch} batches per epoch. "
-                    "Resume it with the same processes, batch size and data, or resume from an end-of-epoch "
-                    "checkpoint (--resume-from)"
-                )
-            # Iterating the loader draws one number from torch's RNG (the DataLoader's base seed), which an
-            # uninterrupted run drew at the start of this epoch: put the checkpoint's RNG state back after it.
-            resume_rng = torch.get_rng_state()
-        elif state.total_batch is not None and state.total_batch != total_batch:
-            # The schedules are functions of the global step over epochs x steps_per_epoch: with another total
-            # batch the same step is another point of the run. Continue at the same epoch instead.
-            accelerator.print(
-                f"the checkpoint was trained with a total batch of {state.total_batch}, this run has {total_batch}: "
-                f"the lr and momentum schedules continue from epoch {state.epoch} (step {state.step} -> "
-                f"{state.epoch * steps_per_epoch}); the peak lr is now {peak_lr:.4g}"
-            )
-            state.step = state.epoch * steps_per_epoch
-        accelerator.print(
-            f"resumed from {path} (epoch {state.epoch}, step {state.step}"
-            + (f", batch {state.epoch_step} of epoch {state.epoch + 1})" if state.epoch_step else ")")
-        )
-    state.total_batch, state.processes = total_batch, accelerator.num_processes
-    total_steps = cfg.train.epochs * steps_per_epoch
-    warmup_steps = int(round(cfg.train.warmup_epochs * steps_per_epoch))
-    if accelerator.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(to_yaml(cfg))
-    accelerator.init_trackers("pretrain", config=flatten(to_dict(cfg)))
-    accelerator.print(
-        f"{cfg.method.name} on {cfg.model.backbone}: {len(pretrain_ds)} images, {accelerator.num_processes} process(es) x "
-        f"batch {cfg.train.batch_size}, {steps_per_epoch} steps/epoch, peak lr {peak_lr:.4g}, output {out_dir}"
-    )
-
-    if knn_loaders is not None and cfg.knn.at_start and state.step == 0:
-        top1 = knn_monitor(accelerator, method.backbone, knn_loaders, cfg)
-        accelerator.log({"eval/knn_top1": top1}, step=0)
-        accelerator.print(f"random init: kNN top-1 {top1:.2f}%")
-        state.knn_init = top1
-
-    stop_epoch = min(cfg.train.epochs, cfg.train.stop_after_epoch or cfg.train.epochs)
-    done = state.step >= (cfg.train.max_steps or math.inf)
-    commit = git_commit()
-    command = current_command()
-    # The results of the checkpoint resumed from carry over until a new kNN measurement replaces them.
-    results: list[EvalRecord] = read_results(path) if (args.resume or args.resume_from) else []
-
-    def training_facts() -> dict:
-        """What the checkpoint and the model card record about how the weights were made."""
-        return {
-            "epochs": state.epoch,
-            "steps": state.step,
-            "batch_size": total_batch,
-            "processes": accelerator.num_processes,
-            "command": command,
-            "commit": commit,
-        }
-
-    def save(step: int | None = None) -> Path:
-        broadcast_norm_buffers(method)  # every rank saves (and later resumes) rank 0's BN statistics
-        return ckpt.save_checkpoint(
-            accelerator,
-            ckpt_root,
-            state.epoch,
-            cfg,
-            keep=cfg.train.keep_checkpoints,
-            training=training_facts(),
-            results=results,
-            step=step,
-        )
-
-    def interrupted(path: Path) -> TrainingInterrupted:
-        accelerator.print(
-            f"SIGTERM: stopped after step {state.step}; checkpoint {path}. Continue with --resume.",
-            flush=True,
-        )
-        accelerator.end_training()
-        return TrainingInterrupted()
-
-    world = accelerator.num_processes
-    batch_views, aug_gen = None, None
-    if cfg.aug.batched:
-        batch_views = BatchTwoViews(cfg.aug, channels).to(accelerator.device)
-        aug_gen = torch.Generator(device=accelerator.device)
-    model.train()
-    while state.epoch < stop_epoch and not done:
-        epoch = state.epoch
-        # The prepared loader re-applies its own epoch counter at every __iter__ (it restarts at 0 in a
-        # resumed process): set it, and it passes the epoch on to the sampler. The dataset's epoch seeds the views.
-        loader.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        if isinstance(pretrain_ds, TwoViewDataset):  # per-image views are seeded by the epoch
-            pretrain_ds.set_epoch(epoch)
-        epoch_loader = loader
-        if state.epoch_step:  # resuming a mid-epoch checkpoint: the same order, from the next batch
-            epoch_loader = accelerator.skip_first_batches(loader, state.epoch_step)
-            epoch_loader.set_epoch(epoch)
-        window: dict[str, float] = {}
-        n_window, t_window = 0, time.perf_counter()
-        bad_images = 0.0
-        stopping = False
-        bar = tqdm(
-            epoch_loader,
-            desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-            initial=state.epoch_step,
-            total=steps_per_epoch,
-            disable=not accelerator.is_local_main_process,
-            mininterval=1.0 if sys.stderr.isatty() else 30.0,
-        )
-        for views, labels in bar:
-            if resume_rng is not None:
-                torch.set_rng_state(resume_rng)
-                resume_rng = None
-            if batch_views is not None:  # views, seeded by (seed, epoch, batch, process): exact on resume
-                aug_gen.manual_seed(
-                    (
-                        ((cfg.train.seed * 1_000_003 + epoch) * 1_000_033 + state.epoch_step) * 1_009
-                        + accelerator.process_index
-                    )
-                    % (2**63 - 1)
-                )
-                x1, x2 = batch_views(views, aug_gen)
-            else:
-                x1, x2 = views
-            lr = cosine_lr(state.step, total_steps, peak_lr, warmup_steps, cfg.train.min_lr_ratio)
-            m = momentum_at(state.step, total_steps, cfg.method.momentum, cfg.method.momentum_schedule)
-            set_lr(optimizer, lr)
-            if cfg.model.channels_last:
-                x1 = x1.contiguous(memory_format=torch.channels_last)
-                x2 = x2.contiguous(memory_format=torch.channels_last)
-            out = model(x1, x2, m)
-            accelerator.backward(out["loss"])
-            if cfg.train.grad_clip:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            _test_signal_hook(state.step + 1, accelerator.process_index)
-
-            # One collective and one host sync per step: the values to log (mean over processes), the
-            # finiteness check, the unreadable images and SIGTERM, so that every process stops at the same step.
-            names = list(out)
-            dev = out["loss"].device
-            flags = [(labels < 0).sum().float().to(dev), torch.tensor(float(stop.requested), device=dev)]
-            reduced = torch.stack([*(out[n].detach().float() for n in names), *flags])
-            if world > 1:
-                reduced = accelerator.reduce(reduced, reduction="sum")
-            *values, n_bad, n_stop = reduced.tolist()
-            values = [v / world for v in values]
-            for n, v in zip(names, values):
-                if not math.isfinite(v):
-                    raise NonFiniteLossError(
-                        f"step {state.step} (epoch {epoch + 1}): {n} = {v}. Training stopped; the last good "
-                        f"checkpoint in {ckpt_root} is kept. Lower train.base_lr or set train.grad_clip."
-                    )
-                window[n] = window.get(n, 0.0) + v
-            bad_images += n_bad
-            state.step += 1
-            state.epoch_step += 1
-            n_window += 1
-            bar.set_postfix(loss=f"{values[names.index('loss')]:.4f}", lr=f"{lr:.3g}", refresh=False)
-            if state.step % cfg.train.log_every == 0 or state.step == total_steps:
-                dt = time.perf_counter() - t_window
-                logs = {f"train/{n}": v / n_window for n, v in window.items()}
-                logs.update(
-                    {
-                        "train/lr": lr,
-                        "train/momentum": m,
-                        "train/epoch": epoch + 1,
-                        "perf/images_per_s": n_window * total_batch / dt,
-                    }
-                )
-                accelerator.log(logs, step=state.step)
-                window, n_window, t_window = {}, 0, time.perf_counter()
-            if cfg.train.max_steps and state.step >= cfg.train.max_steps:
-                done = True
-                break
-            if n_stop > 0:
-                stopping = True
-                break
-
-        if bad_images:
-            accelerator.log({"data/bad_images": bad_images}, step=state.step)
-            accelerator.print(
-                f"epoch {epoch + 1}: {int(bad_images)} sample(s) were unreadable images, each replaced by the next "
-                "readable image of the folder (data.on_bad_image=skip); the warnings name the files"
-            )
-        if stopping and state.epoch_step < steps_per_epoch and not done:
-            raise interrupted(save(step=state.step))
-        state.epoch = epoch + 1
-        state.epoch_step = 0
-        if knn_loaders is not None and (
-            state.epoch % cfg.knn.every == 0 or state.epoch == stop_epoch or done
-        ):
-            broadcast_norm_buffers(method)  # rank 0's BN statistics on every rank: one model is evaluated
-            state.knn_top1 = knn_monitor(accelerator, method.backbone, knn_loaders, cfg)
-            accelerator.log({"eval/knn_top1": state.knn_top1}, step=state.step)
-            accelerator.print(
-                f"epoch {state.epoch}: kNN top-1 {state.knn_top1:.2f}% (k={cfg.knn.k}, t={cfg.knn.temperature})"
-            )
-            results = [knn_record(cfg, state.knn_top1, state.knn_init, state.epoch, knn_loaders)]
-        path = save()
-        if stopping or _any_process(accelerator, stop.requested):  # SIGTERM during the kNN or the save
-            raise interrupted(path)
-
-    summary = {
-        "epochs_done": state.epoch,
-        "steps": state.step,
-        "knn_top1": state.knn_top1,
-        "knn_init": state.knn_init,
-        "mixed_precision": accelerator.mixed_precision,
-    }
-    if accelerator.is_main_process:
-        if cfg.train.export:
-            export_model(
-                method.backbone, out_dir / "backbone", cfg, training=training_facts(), results=results
-            )
-            summary["export"] = str(out_dir / "backbone")
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return summary
 
 
 if __name__ == "__main__":
