@@ -2,6 +2,7 @@
 
 from .backbone import create_backbone
 from .config import Config, ConfigError, load_config
+from .errors import UserError
 from .export import export_backbone
 from .knn import knn_accuracy
 from .losses import contrastive_loss, info_nce
@@ -15,6 +16,7 @@ __all__ = [
     "ConfigError",
     "KeyQueue",
     "MomentumEncoder",
+    "UserError",
     "contrastive_loss",
     "create_backbone",
     "create_method",

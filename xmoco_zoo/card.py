@@ -18,6 +18,7 @@ import timm
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .errors import UserError
 from .results import DATASET_NAMES, HF_DATASET_IDS, EvalRecord, read_results
 
 META_KEY = "xmoco_zoo"
@@ -33,8 +34,8 @@ METHOD_TITLES = {
 }
 
 
-class CardError(ValueError):
-    pass
+class CardError(UserError, ValueError):
+    """A model folder whose card cannot be rendered (missing or inconsistent files)."""
 
 
 def _templates() -> Path:

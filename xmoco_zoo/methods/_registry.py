@@ -12,6 +12,7 @@ from torch import nn
 
 from ..backbone import create_backbone
 from ..config import Config, MethodConfig, validate_method
+from ..errors import ConfigError, OptionError
 
 
 @dataclass
@@ -77,8 +78,9 @@ def list_methods() -> list[str]:
 def get_method_entry(name: str) -> MethodEntry:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown method {name!r}{hint} Registered: {', '.join(list_methods())}")
+        names = ", ".join(list_methods())
+        fix = f"did you mean {close[0]!r}? (registered: {names})" if close else f"use one of {names}"
+        raise ConfigError(f"unknown method {name!r} — {fix}")
     return _REGISTRY[name]
 
 
@@ -134,7 +136,7 @@ def resolve_method_config(name: str, overrides: dict[str, Any] | None = None) ->
     try:
         merged = OmegaConf.merge(schema, *layers, overrides or {})
     except OmegaConfBaseException as e:
-        raise TypeError(f"method option: {str(e).splitlines()[0]}") from None
+        raise OptionError(f"method option: {str(e).splitlines()[0]}") from None
     cfg: MethodConfig = OmegaConf.to_object(merged)
     validate_method(cfg)
     return cfg
@@ -163,7 +165,7 @@ def create_method(
     for k in overrides:
         if k not in valid:
             close = difflib.get_close_matches(k, valid, n=1)
-            raise TypeError(
+            raise OptionError(
                 f"unknown method option {k!r}" + (f"; did you mean {close[0]!r}?" if close else "")
             )
     cfg = resolve_method_config(name, overrides)
