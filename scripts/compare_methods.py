@@ -101,7 +101,9 @@ def sh(cmd: list[str], log: Path) -> float:
 
 
 def git_commit() -> str:
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def execute(run: Run) -> dict:

@@ -116,8 +116,8 @@ def test_holdout_is_a_fixed_disjoint_split_of_train_independent_of_the_training_
     every training seed, and pretraining then scores its kNN monitor on them (recorded as split 'heldout')."""
     import json
 
-    from xmoco_zoo.experiment import load_config
     from xmoco_zoo.data import holdout_split, labelled_splits
+    from xmoco_zoo.experiment import load_config
 
     from .conftest import run_pretrain
 

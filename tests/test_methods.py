@@ -3,8 +3,8 @@ import torch
 
 from xmoco_zoo import create_method, list_methods
 from xmoco_zoo.config import TrainConfig
-from xmoco_zoo.registry import method_defaults
 from xmoco_zoo.optim import create_optimizer
+from xmoco_zoo.registry import method_defaults
 
 BACKBONES = {
     "test_resnet": {},
@@ -72,9 +72,7 @@ def _is_base_queue(key):
 
 def _fixed_queue_loss(model, x1, x2):
     """Loss on a fixed batch against a fixed queue (the queue is put back after the forward)."""
-    saved = {
-        k: v.clone() for k, v in model.state_dict().items() if _is_base_queue(k) or ".momentum." in k
-    }
+    saved = {k: v.clone() for k, v in model.state_dict().items() if _is_base_queue(k) or ".momentum." in k}
     torch.manual_seed(123)
     with torch.no_grad():
         loss = model(x1, x2, m=1.0)["loss"].item()

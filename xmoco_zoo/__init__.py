@@ -2,6 +2,7 @@
 
 from .backbone import create_backbone
 from .config import Config, ConfigError
+from .errors import UserError
 from .experiment import load_config
 from .export import export_backbone
 from .knn import knn_accuracy
@@ -16,6 +17,7 @@ __all__ = [
     "ConfigError",
     "KeyQueue",
     "MomentumEncoder",
+    "UserError",
     "contrastive_loss",
     "create_backbone",
     "create_method",

@@ -12,6 +12,7 @@ import torch
 from torchvision.transforms import v2
 
 from .config import AugConfig
+from .errors import ConfigError
 
 
 def _odd(n: float) -> int:
@@ -62,7 +63,7 @@ def _match(values: list[float], channels: int) -> list[float]:
         return list(values)
     if len(values) == 1:
         return list(values) * channels
-    raise ValueError(
+    raise ConfigError(
         f"aug.mean/aug.std have {len(values)} values for {channels}-channel images; give {channels} (or 1)"
     )
 

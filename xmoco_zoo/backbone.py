@@ -9,6 +9,8 @@ import timm
 import torch
 from torch import nn
 
+from .errors import ConfigError
+
 
 def create_backbone(name: str, **kwargs: Any) -> nn.Module:
     """Any timm model, without pretrained weights, headless: ``forward`` returns pooled features.
@@ -21,7 +23,7 @@ def create_backbone(name: str, **kwargs: Any) -> nn.Module:
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown timm model {name!r}{hint} (see timm.list_models())")
+        raise ConfigError(f"unknown timm model {name!r}{hint} (see timm.list_models())")
     kwargs = {k: v for k, v in kwargs.items() if k not in ("num_classes", "pretrained")}
     return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
 
@@ -35,7 +37,10 @@ def sincos_2d_pos_embed(
 ) -> torch.Tensor:
     """MoCo v3's fixed 2-D sin-cos position embedding, zeros for the prefix (class) tokens. Shape (1, P+HW, dim)."""
     if dim % 4:
-        raise ValueError(f"sin-cos position embedding needs an embed dim divisible by 4, got {dim}")
+        raise ConfigError(
+            f"sin-cos position embedding needs an embed dim divisible by 4, got {dim}: "
+            "change the ViT's embed_dim or set method.fixed_pos_embed=false"
+        )
     gy, gx = torch.meshgrid(
         torch.arange(grid_h, dtype=torch.float32), torch.arange(grid_w, dtype=torch.float32), indexing="ij"
     )
@@ -52,7 +57,10 @@ def apply_mocov3_vit_options(backbone: nn.Module, freeze_patch_embed: bool, fixe
     if not (freeze_patch_embed or fixed_pos_embed):
         return
     if not is_vit(backbone):
-        raise ValueError("method.freeze_patch_embed / method.fixed_pos_embed apply to ViT backbones only")
+        raise ConfigError(
+            "method.freeze_patch_embed / method.fixed_pos_embed apply to ViT backbones only: "
+            "set both to false for this backbone"
+        )
     if freeze_patch_embed:
         backbone.patch_embed.proj.requires_grad_(False)
     if fixed_pos_embed:

@@ -77,6 +77,7 @@ from torchvision.ops import roi_align
 
 from .augment import _match, _odd
 from .config import AugConfig
+from .errors import ConfigError
 
 RATIO = (3.0 / 4.0, 4.0 / 3.0)
 _TRIES = 10
@@ -238,14 +239,14 @@ class BatchTwoViews(torch.nn.Module):
     def __init__(self, cfg: AugConfig, channels: int) -> None:
         super().__init__()
         if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
+            raise ConfigError(f"channels must be 1 or 3 (model.kwargs.in_chans), got {channels}")
         self.channels = channels
         self.size = int(cfg.image_size)
         self.scale = (float(cfg.crop_scale[0]), float(cfg.crop_scale[1]))
         gray = channels == 1
         b, c, s, h = (float(v) for v in cfg.jitter)
         if not 0.0 <= h <= 0.5:
-            raise ValueError(f"aug.jitter hue must be in [0, 0.5], got {h}")
+            raise ConfigError(f"aug.jitter hue (its 4th value) must be in [0, 0.5], got {h}")
         # (lo, hi) per jitter op in torchvision's order (brightness, contrast, saturation, hue); None: skipped
         ranges: list[tuple[float, float] | None] = [
             (max(0.0, 1.0 - b), 1.0 + b) if b > 0 else None,

@@ -19,6 +19,7 @@ import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from . import methods  # noqa: F401  (registers every method's facts)
+from .errors import UserError
 from .registry import facts, list_methods
 from .results import DATASET_NAMES, HF_DATASET_IDS, EvalRecord, read_results
 
@@ -27,8 +28,8 @@ CARD = "README.md"
 TRAINING_CONFIG = "training_config.yaml"
 
 
-class CardError(ValueError):
-    pass
+class CardError(UserError, ValueError):
+    """A model folder whose card cannot be rendered (missing or inconsistent files)."""
 
 
 def _templates() -> Path:

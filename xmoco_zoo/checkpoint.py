@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .config import Config, to_yaml
+from .errors import UserError
 from .results import EvalRecord, write_result
 
 _NAME = re.compile(r"^epoch_(\d{4,})(?:_step_(\d{8,}))?$")
@@ -32,8 +33,8 @@ META = "xmoco_meta.json"
 CONFIG = "config.yaml"  # the resolved run config, so a checkpoint can be exported on its own
 
 
-class CheckpointError(RuntimeError):
-    pass
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint that is refused: incomplete, of another setup, unreadable, or not plain weights."""
 
 
 def _fsync_tree(folder: Path) -> None:

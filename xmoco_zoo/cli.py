@@ -11,6 +11,9 @@ xmoco-zoo list [--hub-dir hub]                                       # the publi
 xmoco-zoo plot curves runs/mocov2_fmnist [--out PNG]                # every logged term, kNN per epoch
 xmoco-zoo plot compare hub/* --out comparison.png                    # stored results of several models
 xmoco-zoo methods
+
+A mistake in the input (a config key, a path, a model spec, a checkpoint) prints one line, ``error: ...``,
+and exits with status 2; add ``--debug`` (or set ``XMOCO_DEBUG=1``) for the full traceback.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
+from .errors import UserError, run_main
 
 
 def _knn(args: argparse.Namespace) -> int:
@@ -113,7 +118,9 @@ def _plot(args: argparse.Namespace) -> int:
         print(f"wrote {out}: {', '.join(keys)}")
     else:
         if args.names and len(args.names) != len(args.folders):
-            raise SystemExit(f"--names: {len(args.names)} names for {len(args.folders)} folders")
+            raise UserError(
+                f"--names: {len(args.names)} names for {len(args.folders)} folders; give one per folder"
+            )
         out, records = plot_comparison(args.folders, args.out, args.names)
         print(f"wrote {out}: {len(records)} result(s) from {len(args.folders)} model(s)")
     return 0
@@ -128,19 +135,20 @@ def _eval(argv: list[str]) -> int:
 
     if not argv or argv[0] not in EVALS:
         got = f"{argv[0]!r}" if argv else "nothing"
-        print(
-            f"xmoco-zoo eval: got {got}; use one of: {', '.join(EVALS)}\n"
-            "  e.g. xmoco-zoo eval linear --config recipes/configs/eval/linear_fmnist.yaml "
-            "model.spec=local-dir:runs/mocov2_fmnist/backbone",
-            file=sys.stderr,
+        raise UserError(
+            f"xmoco-zoo eval: got {got} — use one of {', '.join(EVALS)}, e.g. xmoco-zoo eval linear "
+            "--config recipes/configs/eval/linear_fmnist.yaml model.spec=local-dir:runs/mocov2_fmnist/backbone"
         )
-        return 2
     importlib.import_module(f".protocols.{EVALS[argv[0]]}", __package__).main(argv[1:])
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """The ``xmoco-zoo`` command; returns its exit status (2 after a user error, see :func:`run_main`)."""
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     if argv and argv[0] == "pretrain":
         from .pretrain import main as pretrain
 
@@ -148,7 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if argv and argv[0] == "eval":
         return _eval(argv[1:])
-    p = argparse.ArgumentParser(prog="xmoco-zoo", description="MoCo-family pretraining for timm backbones")
+    p = argparse.ArgumentParser(
+        prog="xmoco-zoo",
+        description="MoCo-family pretraining for timm backbones",
+        epilog="A wrong input prints one `error:` line (exit status 2); --debug or XMOCO_DEBUG=1 shows the traceback.",
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("pretrain", help="pretrain a method (same as recipes/pretrain.py)")
     sub.add_parser(
@@ -226,7 +238,14 @@ def main(argv: list[str] | None = None) -> int:
         return handlers[args.cmd](args)
     if args.cmd == "methods":
         from . import methods  # noqa: F401  (registers them)
-        from .registry import facts, get_method_spec, get_regularizer_spec, list_bases, list_methods, list_regularizers
+        from .registry import (
+            facts,
+            get_method_spec,
+            get_regularizer_spec,
+            list_bases,
+            list_methods,
+            list_regularizers,
+        )
 
         for name in list_methods():
             print(f"{name:10s} {get_method_spec(name).description}")

@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit the schema."""
+from .errors import ConfigError  # defined at the bottom of the package so every module can raise it
 
 
 @dataclass
@@ -216,11 +215,28 @@ def read_layers(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        file_layer = OmegaConf.load(path)
+        try:
+            file_layer = OmegaConf.load(path)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(e)}); fix the file") from None
     for o in overrides:
         if "=" not in o:
             raise ConfigError(f"override {o!r} is not of the form key=value (e.g. train.epochs=10)")
+        try:  # each value is parsed as YAML: an unclosed bracket or quote fails here
+            OmegaConf.from_dotlist([o])
+        except yaml.YAMLError as e:
+            raise ConfigError(
+                f"override {o!r}: the value is not valid YAML ({getattr(e, 'problem', None) or e}); close its "
+                "brackets and quotes, e.g. 'method.regularizers=[co2,xmoco]'"
+            ) from None
     return file_layer, OmegaConf.from_dotlist(list(overrides))
+
+
+def _yaml_problem(e: Exception) -> str:
+    """PyYAML's problem and line as one phrase ("did not find expected node content, line 3")."""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    mark = getattr(e, "problem_mark", None)
+    return f"{problem}, line {mark.line + 1}" if mark is not None else problem
 
 
 def validate(cfg: Config) -> None:

@@ -32,13 +32,14 @@ import timm
 import torch
 
 from .card import META_KEY, write_model_card
+from .errors import InputNotFoundError, UserError
 from .export import save_timm_folder
 from .registry import facts
 
 __all__ = ["ConversionError", "LAYOUTS", "convert_moco_checkpoint", "detect_layout", "load_checkpoint"]
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     """The file is not a checkpoint this module can convert (unknown layout, unsafe pickle, wrong arch...)."""
 
 
@@ -123,7 +124,7 @@ def load_checkpoint(src: str | Path) -> dict[str, Any]:
     """
     path = Path(src)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint file at {path}")
+        raise InputNotFoundError(f"no checkpoint file at {path}; check the path")
     if _is_safetensors(path):
         from safetensors import safe_open
         from safetensors.torch import load_file

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from .errors import ConfigError, InputNotFoundError, UserError
+
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",
@@ -38,11 +40,15 @@ _FMNIST_FILES = {
 }
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(InputNotFoundError):
     """The data is not where the config says; the message lists where we looked and how to get it."""
 
 
-class BadImageError(RuntimeError):
+class DatasetError(UserError, ValueError):
+    """A data file that cannot be read as what it should be (a truncated or foreign IDX file)."""
+
+
+class BadImageError(UserError, RuntimeError):
     """An image file that cannot be decoded (``data.on_bad_image=error``), or a folder with no readable image."""
 
 
@@ -57,14 +63,20 @@ def read_idx(path: str | Path) -> np.ndarray:
     with opener(path, "rb") as f:
         data = f.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{path} is not an IDX file (bad magic number)")
+        raise DatasetError(
+            f"{path} is not an IDX file (bad magic number); replace it with the original download"
+        )
     dtype_code, ndim = data[2], data[3]
     if dtype_code != 0x08:
-        raise ValueError(f"{path}: IDX type 0x{dtype_code:02x} is not unsigned byte")
+        raise DatasetError(
+            f"{path}: IDX type 0x{dtype_code:02x} is not unsigned byte; replace it with the original download"
+        )
     shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if arr.size != int(np.prod(shape)):
-        raise ValueError(f"{path} is truncated: expected {int(np.prod(shape))} values, found {arr.size}")
+        raise DatasetError(
+            f"{path} is truncated: expected {int(np.prod(shape))} values, found {arr.size}; download it again"
+        )
     return arr.reshape(shape)
 
 
@@ -104,12 +116,10 @@ def find_fashion_mnist(root: str | None = None, download: bool = False) -> Path:
             FashionMNIST(str(_download_dir()), train=train, download=True)
         return _download_dir() / "FashionMNIST" / "raw"
     raise DatasetNotFoundError(
-        "Fashion-MNIST not found. Looked for train-images-idx3-ubyte(.gz) and the other IDX files in:\n  "
-        + "\n  ".join(str(p) for p in dict.fromkeys(looked))
-        + "\nGet it with one of:\n"
-        "  sudo apt-get install dataset-fashion-mnist   (Debian/Ubuntu: installs to /usr/share/datasets/fashion-mnist)\n"
-        "  data.download=true                            (downloads through torchvision, needs internet)\n"
-        "  data.root=/path/to/folder or XMOCO_DATA=/path (a folder with the four IDX .gz files)"
+        "Fashion-MNIST not found (its four IDX files, train-images-idx3-ubyte(.gz) and the others) in "
+        + ", ".join(str(p) for p in dict.fromkeys(looked))
+        + " — install it (`sudo apt-get install dataset-fashion-mnist` on Debian/Ubuntu), set data.download=true "
+        "(torchvision, needs internet), or point data.root or XMOCO_DATA at a folder with the four files"
     )
 
 
@@ -142,13 +152,14 @@ def fashion_mnist(
     images = torch.from_numpy(read_idx(_find_file(folder, img_stem)).copy()).unsqueeze(1)
     labels = torch.from_numpy(read_idx(_find_file(folder, lbl_stem)).astype(np.int64))
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"Fashion-MNIST {split}: {images.shape[0]} images but {labels.shape[0]} labels in {folder}"
+        raise DatasetError(
+            f"Fashion-MNIST {split}: {images.shape[0]} images but {labels.shape[0]} labels in {folder}; "
+            "download the four files again"
         )
     if channels == 3:
         images = images.expand(-1, 3, -1, -1).contiguous()
     elif channels != 1:
-        raise ValueError(f"Fashion-MNIST is grayscale: in_chans must be 1 or 3, got {channels}")
+        raise ConfigError(f"Fashion-MNIST is grayscale: set model.kwargs.in_chans to 1 or 3, not {channels}")
     return TensorImageDataset(images, labels, FASHION_MNIST_CLASSES)
 
 
@@ -195,7 +206,7 @@ class ReadableImages(Dataset):
 
     def __init__(self, folder: Dataset, on_bad: str = "skip") -> None:
         if on_bad not in ("skip", "error"):
-            raise ValueError(f"on_bad_image={on_bad!r}: use 'skip' or 'error'")
+            raise ConfigError(f"on_bad_image={on_bad!r}: use 'skip' or 'error'")
         self.folder, self.on_bad = folder, on_bad
         self.classes = folder.classes
 
@@ -225,7 +236,7 @@ class ReadableImages(Dataset):
                 )
                 continue
             return image, (target if attempt == 0 else -1)
-        raise BadImageError(f"no readable image in {self.folder.root}")
+        raise BadImageError(f"no readable image in {self.folder.root}; check data.root")
 
 
 def image_folder(root: str | Path, on_bad_image: str = "skip") -> ReadableImages:
@@ -358,10 +369,10 @@ def _dataset_splits(cfg, channels: int) -> tuple[Dataset, Dataset | None]:
         train_dir = root / "train" if (root / "train").is_dir() else root
         val_dir = root / "val"
         if channels != 3:
-            raise ValueError("imagefolder data is decoded as RGB: use model.kwargs.in_chans=3")
+            raise ConfigError("imagefolder data is decoded as RGB: use model.kwargs.in_chans=3")
         bad = d.on_bad_image
         return image_folder(train_dir, bad), (image_folder(val_dir, bad) if val_dir.is_dir() else None)
-    raise ValueError(f"unknown data.dataset {d.dataset!r}")
+    raise ConfigError(f"unknown data.dataset {d.dataset!r}: use fashion_mnist, imagefolder or synthetic")
 
 
 def subset(ds: Dataset, n: int | None, seed: int = 0) -> Dataset:

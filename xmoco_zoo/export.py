@@ -25,6 +25,7 @@ from torch import nn
 
 from .card import META_KEY, TRAINING_CONFIG, write_model_card
 from .config import Config, to_yaml
+from .errors import UserError
 from .experiment import load_config
 from .registry import paper_ids
 from .results import EvalRecord, read_results, write_result
@@ -61,7 +62,7 @@ def save_timm_folder(
     constructor kwargs a user needs to rebuild the architecture (e.g. ``{"num_heads": 12}``).
     """
     if getattr(model, "num_classes", 0) != 0:
-        raise ValueError(
+        raise ExportError(
             f"export a headless backbone (num_classes=0), got num_classes={model.num_classes}; "
             "call model.reset_classifier(0) first"
         )
@@ -71,12 +72,16 @@ def save_timm_folder(
     model = copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format).eval()
     default = dict(getattr(model, "pretrained_cfg", {}) or {})
     if "architecture" not in default:
-        raise ValueError(
-            f"{type(model).__name__} was not created by timm.create_model: no architecture to record"
+        raise ExportError(
+            f"{type(model).__name__} was not created by timm.create_model: no architecture to record; "
+            "build it with timm.create_model"
         )
     chans = int(input_size[0])
     if len(mean) != chans or len(std) != chans:
-        raise ValueError(f"mean/std need {chans} values (input_size {list(input_size)}), got {mean} / {std}")
+        raise ExportError(
+            f"mean/std need {chans} values (input_size {list(input_size)}), got {mean} / {std}; "
+            "give one per input channel"
+        )
     ours = {k: default[k] for k in _KEEP_FROM_DEFAULT if k in default}
     ours.update(
         tag=tag,
@@ -138,8 +143,8 @@ def model_tag(cfg: Config) -> str:
     return f"{cfg.method.name.replace('+', '_')}_{cfg.data.dataset.replace('_', '')}"
 
 
-class ExportError(ValueError):
-    pass
+class ExportError(UserError, ValueError):
+    """A run, checkpoint or output folder that cannot be exported; the message says why and what to do."""
 
 
 BACKBONE_PREFIX = "encoder.online.backbone."  # the online backbone inside every method's state dict

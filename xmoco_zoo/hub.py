@@ -26,6 +26,7 @@ from typing import Any
 from safetensors import safe_open
 
 from .card import CARD, META_KEY, read_folder_config
+from .errors import UserError
 from .results import read_results
 
 REQUIRED_FILES = ("model.safetensors", "config.json", CARD)
@@ -33,8 +34,8 @@ REQUIRED_FILES = ("model.safetensors", "config.json", CARD)
 IGNORE_PATTERNS = [".*", "**/.*", "*.tmp", "__pycache__/*", "pytorch_model.bin"]
 
 
-class HubError(ValueError):
-    pass
+class HubError(UserError, ValueError):
+    """A model folder or repo id that cannot be published as it is."""
 
 
 def check_folder(folder: str | Path) -> dict[str, Any]:

@@ -16,15 +16,20 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from .errors import InputNotFoundError, MissingExtraError, UserError
 from .logging import read_metrics
 from .results import DATASET_NAMES, EvalRecord, read_results
+
+
+class PlotError(UserError, ValueError):
+    """Nothing to plot: a run without logged series, or models without stored results."""
 
 
 def _pyplot():
     try:
         import matplotlib
     except ImportError as e:  # pragma: no cover - the plots extra is part of the test install
-        raise ImportError("plots need matplotlib: pip install 'xmoco-zoo[plots]'") from e
+        raise MissingExtraError("plots need matplotlib: pip install 'xmoco-zoo[plots]'") from e
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
 
@@ -34,7 +39,7 @@ def _pyplot():
 def _metrics_file(run: Path) -> Path:
     path = run / "metrics.csv" if run.is_dir() else run
     if not path.is_file():
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"{path}: no metrics.csv. Pass a run folder written by `xmoco-zoo pretrain` or `xmoco-zoo eval` "
             "(train.output_dir / run.output_dir), or the metrics.csv itself"
         )
@@ -60,7 +65,9 @@ def plot_training(run: str | Path, out: str | Path | None = None) -> tuple[Path,
     panels += [[k] for k in sorted(series) if k.startswith("eval/") and "/baseline/" not in k]
     panels += _diagnostic_panels(series)
     if not panels:
-        raise ValueError(f"{run}: metrics.csv has no train/ or eval/ series to plot")
+        raise PlotError(
+            f"{run}: metrics.csv has no train/ or eval/ series to plot; pass a run that has trained a step"
+        )
     cols = min(3, len(panels))
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
@@ -132,7 +139,7 @@ def plot_comparison(
         for r in read_results(folder):
             table.setdefault((r.protocol, r.dataset, r.split), []).append((name, r))
     if not table:
-        raise ValueError(
+        raise PlotError(
             f"no results/*.json in {[str(f) for f in folders]}: evaluate them first (xmoco-zoo eval ...)"
         )
     keys = sorted(table)

@@ -37,9 +37,10 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from .augment import TwoViews, eval_transform
 from .batch_augment import BatchTwoViews
-from .config import Config, to_dict, to_yaml
+from .config import Config, ConfigError, to_dict, to_yaml
 from .data import EpochSampler, TransformDataset, TwoViewDataset, labelled_splits, split_name, subset
 from .distributed import broadcast_norm_buffers, convert_sync_batchnorm
+from .errors import run_main
 from .experiment import load_config
 from .export import export_model
 from .knn import extract_features, knn_accuracy
@@ -260,7 +261,7 @@ def setup(cfg: Config, stop: StopOnSigterm, after_step: Sequence[StepHook] = ())
     state = TrainState()
     accelerator.register_for_checkpointing(state)
     if len(loader) == 0:
-        raise ValueError(
+        raise ConfigError(
             f"the dataset has {len(dataset)} images, fewer than one batch of {cfg.train.batch_size} per process: "
             "lower train.batch_size"
         )
@@ -651,4 +652,4 @@ def knn_record(cfg: Config, top1: float, init: float | None, epoch: int, loaders
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    sys.exit(run_main(main))

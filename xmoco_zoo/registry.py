@@ -151,8 +151,9 @@ def list_bases() -> list[str]:
 def get_method_spec(name: str) -> MethodSpec:
     if name not in _METHODS:
         close = difflib.get_close_matches(name, _METHODS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown method {name!r}{hint} Registered: {', '.join(list_methods())}")
+        names = ", ".join(list_methods())
+        fix = f"did you mean {close[0]!r}? (registered: {names})" if close else f"use one of {names}"
+        raise ConfigError(f"unknown method {name!r} — {fix}")
     return _METHODS[name]
 
 
@@ -215,7 +216,11 @@ def preset_for(base: str, regularizers: list[str]) -> str | None:
     if not regularizers:
         return base
     for s in _METHODS.values():
-        if not s.is_base and s.base == base and sorted(s.defaults["method"]["regularizers"]) == sorted(regularizers):
+        if (
+            not s.is_base
+            and s.base == base
+            and sorted(s.defaults["method"]["regularizers"]) == sorted(regularizers)
+        ):
             return s.name
     return None
 
@@ -242,7 +247,9 @@ def validate_method(m: MethodConfig) -> None:
 
 
 # MoCo v1: converted from its official weights (xmoco_zoo.convert), not trained here.
-register_reference("mocov1", Facts("MoCo v1", ("arXiv:1911.05722",), "https://github.com/facebookresearch/moco"))
+register_reference(
+    "mocov1", Facts("MoCo v1", ("arXiv:1911.05722",), "https://github.com/facebookresearch/moco")
+)
 
 
 def method_defaults(name: str) -> dict[str, dict[str, Any]]:

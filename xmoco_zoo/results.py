@@ -28,6 +28,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
+
 SCHEMA_VERSION = 1
 RESULTS_DIR = "results"
 
@@ -48,8 +50,8 @@ PROTOCOL_NAMES = {
 }
 
 
-class ResultsError(ValueError):
-    pass
+class ResultsError(UserError, ValueError):
+    """A results file that does not follow the schema (hand-edited, or from another version)."""
 
 
 @dataclass

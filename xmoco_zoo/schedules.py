@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from .errors import ConfigError
+
 
 def cosine_lr(
     step: int, total_steps: int, base_lr: float, warmup_steps: int = 0, min_ratio: float = 0.0
@@ -22,4 +24,4 @@ def momentum_at(step: int, total_steps: int, m0: float, schedule: str = "constan
         return m0
     if schedule == "cosine":
         return 1.0 - 0.5 * (1.0 + math.cos(math.pi * step / max(1, total_steps))) * (1.0 - m0)
-    raise ValueError(f"unknown momentum schedule {schedule!r}: use 'constant' or 'cosine'")
+    raise ConfigError(f"unknown momentum schedule {schedule!r}: use 'constant' or 'cosine'")

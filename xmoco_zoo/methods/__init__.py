@@ -17,6 +17,7 @@ from torch import nn
 from .. import regularizers  # noqa: F401  (registers co2, xmoco, amcl before the presets name them)
 from ..backbone import create_backbone
 from ..config import Config, MethodConfig
+from ..errors import OptionError
 from ..registry import (
     get_method_spec,
     list_methods,
@@ -42,7 +43,7 @@ def resolve_method_config(name: str, overrides: dict[str, Any] | None = None) ->
     try:
         merged = OmegaConf.merge(schema, *layers, overrides or {})
     except OmegaConfBaseException as e:
-        raise TypeError(f"method option: {str(e).splitlines()[0]}") from None
+        raise OptionError(f"method option: {str(e).splitlines()[0]}") from None
     cfg: MethodConfig = OmegaConf.to_object(merged)
     validate_method(cfg)
     return cfg
@@ -70,7 +71,9 @@ def create_method(
     for k in overrides:
         if k not in valid:
             close = difflib.get_close_matches(k, valid, n=1)
-            raise TypeError(f"unknown method option {k!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+            raise OptionError(
+                f"unknown method option {k!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+            )
     cfg = resolve_method_config(name, overrides)
     if isinstance(backbone, str):
         backbone = create_backbone(backbone, **(backbone_kwargs or {}))

@@ -145,7 +145,9 @@ class MoCoV2(nn.Module):
 
 @register_method(
     "mocov2",
-    facts=Facts("MoCo v2", ("arXiv:1911.05722", "arXiv:2003.04297"), "https://github.com/facebookresearch/moco"),
+    facts=Facts(
+        "MoCo v2", ("arXiv:1911.05722", "arXiv:2003.04297"), "https://github.com/facebookresearch/moco"
+    ),
     defaults={
         "method": dict(
             dim=128,

@@ -24,12 +24,13 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from ..data import labelled_splits, split_name, subset
+from ..errors import UserError, hub_message
 from ..results import EvalRecord, current_command, write_result
 
 SCHEMES = ("local-dir:", "hf-hub:", "checkpoint:")
 
 
-class EvalError(ValueError):
+class EvalError(UserError, ValueError):
     """An evaluation input that cannot work (model spec, data, split file); the message says what to do."""
 
 
@@ -114,7 +115,13 @@ def load_model(spec: str, *, pretrained: bool = True, num_classes: int = 0, **kw
     try:
         model = timm.create_model(spec, pretrained=pretrained, **kw)
     except Exception as e:
-        raise EvalError(f"could not load {spec} (pretrained={pretrained}): {type(e).__name__}: {e}") from e
+        # hf-hub: specs and timm's pretrained weights come from the Hub: a wrong id, revision or token, or
+        # offline without a cached copy, gets its own message and fix
+        message = hub_message(e, spec)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise EvalError(
+            message or f"could not load {spec} (pretrained={pretrained}): {type(e).__name__}: {first}"
+        ) from e
     return LoadedModel(model, spec, kind, pretrained=pretrained)
 
 
@@ -213,8 +220,6 @@ def labelled_data(data: Any, channels: int, seed: int) -> tuple[Dataset, Dataset
         raise EvalError(f"{data.dataset}: empty split (train {len(train)}, test {len(test)} images)")
     num_classes = len(getattr(train, "classes", ())) or int(dataset_labels(train).max()) + 1
     return subset(train, data.subset, seed), subset(test, data.test_subset, seed), num_classes
-
-
 
 
 def labelled_only(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data import TransformDataset
+from ..errors import ConfigError
 from ..knn import extract_features
 from ..logging import flatten
 from .common import (
@@ -139,7 +140,7 @@ def fit_linear_head(
         opt.step(closure)
         return head
     if optimizer != "sgd":
-        raise ValueError(f"optimizer {optimizer!r}: use 'lbfgs' or 'sgd'")
+        raise ConfigError(f"linear.optimizer={optimizer!r}: use 'lbfgs' or 'sgd'")
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     step = 0
     for epoch in range(epochs):

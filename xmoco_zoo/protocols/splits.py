@@ -21,8 +21,10 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UserError
 
-class SplitError(ValueError):
+
+class SplitError(UserError, ValueError):
     """A split file that does not match the dataset it is applied to."""
 
 

@@ -34,7 +34,9 @@ class AMCLConfig:
     beta: float = 0.1  # weight of Ω(τ) = 1/τ + (m/2)·log τ
     m: float | None = None  # Ω's constant; None: the embedding dim D (positives then settle near τ = 2/D)
     hidden: int = 128  # φ's hidden width
-    negatives: str = "hardest"  # hardest (the most similar negative per anchor) | batch (every in-batch negative)
+    negatives: str = (
+        "hardest"  # hardest (the most similar negative per anchor) | batch (every in-batch negative)
+    )
     keep_base_loss: bool = False  # add the base's InfoNCE back (by default AMCL replaces it)
     # φ sees detached embeddings: the temperatures learn from the loss, but Ω's gradient does not move the
     # encoder through φ (docs/methods.md: with it, one step at the default lr collapsed the embeddings).
@@ -108,9 +110,7 @@ class AMCL(Regularizer):
         for head, tail in zip(self.heads, self.tails):
             q = [None if f is None else F.normalize(tail(head(f)), dim=1) for f in emb.feats_q]
             with torch.no_grad():
-                k = [
-                    None if f is None else F.normalize(head.forward_momentum(f), dim=1) for f in emb.feats_k
-                ]
+                k = [None if f is None else F.normalize(head.forward_momentum(f), dim=1) for f in emb.feats_k]
             keys.append(torch.cat([v for v in k if v is not None]))
             per_head.append((q, k))
         # One collective for every extra head's keys: (N·V, (H−1)·D) per process.
