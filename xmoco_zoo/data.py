@@ -334,6 +334,10 @@ def labelled_splits(cfg, channels: int) -> tuple[Dataset, Dataset | None]:
             raise ValueError("imagefolder data is decoded as RGB: use model.kwargs.in_chans=3")
         bad = d.on_bad_image
         return image_folder(train_dir, bad), (image_folder(val_dir, bad) if val_dir.is_dir() else None)
+    if d.dataset == "hf":
+        from .hf_data import hf_splits  # late: datasets is an optional dependency
+
+        return hf_splits(d, channels, seed=cfg.train.seed)
     raise ValueError(f"unknown data.dataset {d.dataset!r}")
 
 

@@ -51,6 +51,7 @@ from .common import (
     labelled_data,
     load_model,
     make_accelerator,
+    split_name,
     train_transform,
 )
 from .config import FinetuneEvalConfig, eval_to_dict, eval_to_yaml, load_eval_config
@@ -275,7 +276,7 @@ def run(cfg: FinetuneEvalConfig, scratch_baseline: float | None = None) -> dict:
     if cfg.model.pretrained:
         if scratch_baseline is None and ft.scratch_result:
             scratch_baseline = read_scratch_result(
-                ft.scratch_result, protocol, cfg.data.dataset, _split(cfg), args
+                ft.scratch_result, protocol, cfg.data.dataset, split_name(cfg.data), args
             )
         if scratch_baseline is not None:
             baselines[SCRATCH_BASELINE] = scratch_baseline
@@ -305,10 +306,6 @@ def run(cfg: FinetuneEvalConfig, scratch_baseline: float | None = None) -> dict:
         baselines=baselines,
         notes=notes,
     )
-
-
-def _split(cfg: FinetuneEvalConfig) -> str:
-    return "val" if cfg.data.dataset == "imagefolder" else "test"
 
 
 def scratch_config(cfg: FinetuneEvalConfig) -> FinetuneEvalConfig:
