@@ -21,7 +21,6 @@ not the whole stream epoch after epoch.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -123,6 +122,9 @@ def _materialize(stream: Any, d: Any, seed: int) -> Any:
     """The first ``d.hf_stream_rows`` rows of a stream (optionally through a seeded shuffle buffer) as an
     in-memory ``datasets.Dataset``: encoded images, decoded only when a sample is read."""
     datasets = _datasets()
+    features = stream.features or {}
+    if isinstance(features.get(d.hf_image_column), datasets.Image):
+        stream = stream.cast_column(d.hf_image_column, datasets.Image(decode=False))
     if d.hf_stream_shuffle_buffer > 0:
         stream = stream.shuffle(seed=seed, buffer_size=d.hf_stream_shuffle_buffer)
     rows = list(stream.take(d.hf_stream_rows))
@@ -174,10 +176,6 @@ class HFImages(Dataset):
             raise ValueError(
                 f"Hugging Face images are decoded as grayscale or RGB: in_chans 1 or 3, got {channels}"
             )
-        datasets = _datasets()
-        if isinstance(ds.features.get(image_column), datasets.Image):
-            # The encoded bytes, decoded by torchvision (the same decoder as data.image_folder) in __getitem__.
-            ds = ds.cast_column(image_column, datasets.Image(decode=False))
         self.ds, self.image_column, self.channels = ds, image_column, channels
         self.targets, self.classes, self.root = targets, classes, where
         self.samples = _RowRefs(where, targets)
@@ -193,30 +191,22 @@ class HFImages(Dataset):
 
 
 def decode(value: Any, channels: int) -> torch.Tensor:
-    """An image cell as a uint8 tensor (C, H, W): an encoded image ``{"bytes", "path"}``, a PIL image or pixels."""
+    """An image cell as a uint8 tensor (C, H, W): a PIL image, an encoded image ``{"bytes", "path"}`` (decoded
+    by datasets' own ``Image`` feature, with PIL, which also opens a path-only or remote image) or pixels."""
     from PIL import Image
-    from torchvision.io import ImageReadMode, decode_image
     from torchvision.transforms.v2.functional import pil_to_tensor
 
-    mode = "RGB" if channels == 3 else "L"
     if isinstance(value, dict):
-        data = value.get("bytes")
-        if data is None and value.get("path"):
-            # A path-only image (a local image folder, or a remote file): datasets' own decoder opens it.
-            value = _datasets().Image().decode_example(value)
-        elif data is None:
+        if value.get("bytes") is None and not value.get("path"):
             raise ValueError("the image cell is empty")
-        else:
-            try:
-                read = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
-                return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=read)
-            except RuntimeError:  # a format torchvision does not decode (TIFF, BMP...): PIL does
-                value = Image.open(io.BytesIO(data))
+        value = _datasets().Image().decode_example(value)
     if isinstance(value, Image.Image):
-        return pil_to_tensor(value.convert(mode))
-    arr = np.asarray(value)
+        return pil_to_tensor(value.convert("RGB" if channels == 3 else "L"))
+    arr = np.asarray(value)  # a row comes back as nested lists: the uint8 dtype is lost, the values are not
     if arr.dtype != np.uint8:
-        raise ValueError(f"pixel arrays must be uint8, got {arr.dtype}")
+        if arr.dtype.kind not in "iu" or (arr.size and (arr.min() < 0 or arr.max() > 255)):
+            raise ValueError(f"pixel arrays must hold 8-bit values 0..255, got {arr.dtype}")
+        arr = arr.astype(np.uint8)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 3):
