@@ -176,7 +176,7 @@ class _Pixels:
     (NumPy 2 would otherwise write ``numpy._core...``, which NumPy 1 cannot unpickle)."""
 
     def __init__(self, arr: np.ndarray) -> None:
-        self.arr = np.ascontiguousarray(arr)
+        self.arr = np.array(arr, order="C", copy=None)  # ascontiguousarray would make a 0-d array 1-d
 
     def __reduce__(self) -> tuple:
         return np.ndarray, (self.arr.shape, self.arr.dtype.str, self.arr.tobytes())
@@ -194,7 +194,7 @@ def write_detectron2_pickle(state: dict[str, np.ndarray], out: str | Path, autho
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    _PortablePickler(buf, protocol=2).dump(
+    _PortablePickler(buf, protocol=4).dump(
         {"model": state, "__author__": author, "matching_heuristics": True}
     )
     out.write_bytes(buf.getvalue())
