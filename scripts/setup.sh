@@ -2,7 +2,7 @@
 # Installs everything xmoco-zoo needs on a fresh Debian/Ubuntu machine, idempotently:
 #   - Fashion-MNIST from Debian's dataset-fashion-mnist package (/usr/share/datasets/fashion-mnist)
 #   - torch + torchvision (TORCH_SPEC, default the versions this project is tested with)
-#   - xmoco-zoo itself, editable, with the test and plot extras
+#   - xmoco-zoo itself, editable, with the extras the tests use: test, plots, hf (datasets), onnx
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -21,5 +21,5 @@ if ! $PY -c "import torch, torchvision" >/dev/null 2>&1; then
   $PY -m pip install -q $TORCH_SPEC
 fi
 
-echo "== installing xmoco-zoo (editable, with test and plot extras)"
-$PY -m pip install -q -e ".[test,plots]"
+echo "== installing xmoco-zoo (editable, with the test, plots, hf and onnx extras)"
+$PY -m pip install -q -e ".[test,plots,hf,onnx]"

@@ -170,14 +170,16 @@ def _clear_worktree(repo: Path) -> None:
             child.unlink()
 
 
-def make_mirror_repo(mirrors: Path, repo_id: str, folder: Path, message: str | None = None) -> str:
-    """Create or update the git repo of ``repo_id`` in olah's layout so that ``main`` holds exactly the files of
-    ``folder`` (files no longer in ``folder`` are deleted); return the commit sha (the old one if nothing
-    changed). Weights are committed as ordinary blobs, not LFS pointers."""
+def make_mirror_repo(
+    mirrors: Path, repo_id: str, folder: Path, message: str | None = None, repo_type: str = "model"
+) -> str:
+    """Create or update the git repo of ``repo_id`` (a model, or ``repo_type="dataset"``) in olah's layout so
+    that ``main`` holds exactly the files of ``folder`` (files no longer in ``folder`` are deleted); return the
+    commit sha (the old one if nothing changed). Weights are committed as ordinary blobs, not LFS pointers."""
     folder = Path(folder)
     if not folder.is_dir():
         raise NotADirectoryError(folder)
-    repo = mirror_repo_dir(Path(mirrors), repo_id)
+    repo = mirror_repo_dir(Path(mirrors), repo_id, repo_type)
     _init_repo(repo)
     _clear_worktree(repo)
     shutil.copytree(folder, repo, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".git"))

@@ -4,6 +4,7 @@ xmoco-zoo pretrain --config recipes/configs/mocov2_fmnist.yaml [key=value ...] [
 xmoco-zoo knn local-dir:runs/mocov2_fmnist/backbone --baselines     # also stores the result beside the model
 xmoco-zoo eval knn|linear|finetune --config recipes/configs/eval/NAME.yaml [key=value ...]
 xmoco-zoo export runs/mocov2_fmnist OUT [--repo-id ORG/NAME]         # a run, or one of its checkpoints
+xmoco-zoo export --to torchvision|detectron2|onnx FOLDER OUT          # docs/downstream.md
 xmoco-zoo convert moco_v2_800ep_pretrain.pth.tar OUT                 # official MoCo v1/v2/v3 checkpoints
 xmoco-zoo card OUT [--repo-id ORG/NAME]                              # re-render the model card
 xmoco-zoo push OUT ORG/NAME [--dry-run]                              # token: HF_TOKEN or `hf auth login`
@@ -55,11 +56,32 @@ def _knn(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    if args.to != "timm":
+        return _export_downstream(args)
     from .export import export_checkpoint
 
     out = export_checkpoint(args.source, args.out, repo_id=args.repo_id)
     print(f"exported to {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
     print(f"load it with timm.create_model('local-dir:{out}', pretrained=True)")
+    return 0
+
+
+def _export_downstream(args: argparse.Namespace) -> int:
+    """``export --to torchvision|detectron2|onnx``: from a timm folder, a run or checkpoint, or an hf-hub: spec."""
+    from pathlib import Path
+
+    from .downstream import export_downstream
+    from .protocols.common import load_model
+
+    if args.repo_id:
+        raise SystemExit("xmoco-zoo export: --repo-id is for the timm export (--to timm) only")
+    source = Path(args.source)
+    if source.is_dir():
+        spec = f"local-dir:{source}" if (source / "config.json").is_file() else f"checkpoint:{source}"
+    else:
+        spec = args.source  # hf-hub:ORG/NAME, local-dir:PATH, checkpoint:PATH
+    info = export_downstream(load_model(spec).model, args.out, args.to)
+    print(json.dumps({"source": spec, **info}, indent=2))
     return 0
 
 
@@ -186,12 +208,27 @@ def _main(argv: list[str]) -> int:
         help="do not store the result (in the output folder and beside a local-dir: model)",
     )
     e = sub.add_parser(
-        "export", help="export a training run or checkpoint as a timm Hub folder with its card"
+        "export",
+        help="export a training run or checkpoint as a timm Hub folder with its card, or a backbone for "
+        "torchvision, detectron2 or ONNX (--to)",
     )
     e.add_argument(
-        "source", help="a run folder (runs/X: its newest checkpoint) or runs/X/checkpoints/epoch_NNNN"
+        "source",
+        help="a run folder (runs/X: its newest checkpoint) or runs/X/checkpoints/epoch_NNNN; with --to also a "
+        "timm model folder (an export, or `xmoco-zoo convert`'s output) or hf-hub:ORG/NAME",
     )
-    e.add_argument("out", help="the folder to write (replaced if it is a previous export)")
+    e.add_argument(
+        "out",
+        help="the folder to write (replaced if it is a previous export); with --to the file: a torchvision "
+        "state dict (.pth, or .safetensors), a detectron2 .pkl, an .onnx model",
+    )
+    e.add_argument(
+        "--to",
+        default="timm",
+        choices=["timm", "torchvision", "detectron2", "onnx"],
+        help="the layout (default timm); torchvision and detectron2 for the ResNets torchvision defines "
+        "(docs/downstream.md)",
+    )
     e.add_argument("--repo-id", default=None, help="ORG/NAME the card's usage code loads from (hf-hub:)")
     c = sub.add_parser("convert", help="convert an official MoCo v1/v2/v3 checkpoint to a timm Hub folder")
     c.add_argument("source", help=".pth/.pth.tar (loaded with weights_only=True) or .safetensors")

@@ -106,7 +106,7 @@ class AugConfig:
 class DataConfig:
     """Where the images come from."""
 
-    dataset: str = "fashion_mnist"  # fashion_mnist | imagefolder | synthetic
+    dataset: str = "fashion_mnist"  # fashion_mnist | imagefolder | synthetic | hf
     # fashion_mnist: folder with the IDX .gz files (also looked up in $XMOCO_DATA and Debian's path);
     # imagefolder: folder with train/ (and val/ for the kNN monitor) in ImageNet layout.
     root: str | None = None
@@ -126,6 +126,23 @@ class DataConfig:
     # imagefolder: a file that cannot be decoded is replaced by the next readable image, with a warning, and
     # counted (logged as data/bad_images) -- skip; or stops the run naming the file -- error.
     on_bad_image: str = "skip"
+    # hf: a Hugging Face datasets dataset (xmoco_zoo.hf_data, docs/data.md). hf_path: a Hub id ORG/NAME (read
+    # through the Hugging Face cache; HF_HUB_OFFLINE=1 uses the cached copy), a save_to_disk folder, a folder of
+    # data files (parquet, split names in the file names) or a parquet file or glob (one split: train).
+    hf_path: str | None = None
+    hf_name: str | None = None  # the Hub dataset's configuration (load_dataset's name)
+    hf_revision: str | None = None  # a Hub branch, tag or commit; pin one for a reproducible run
+    hf_image_column: str = "image"  # an Image feature, or uint8 pixels (H, W) / (H, W, C)
+    hf_label_column: str | None = (
+        "label"  # ClassLabel, integers or strings; null: unlabelled (no kNN monitor)
+    )
+    hf_train_split: str = "train"
+    hf_test_split: str | None = "test"  # the kNN monitor's queries and the evaluations' test set; null: none
+    # Stream the splits instead of downloading them whole, keeping the first hf_stream_rows rows of each (held
+    # in memory, encoded): the training loop's seeded order and exact resume need random access.
+    hf_streaming: bool = False
+    hf_stream_rows: int | None = None
+    hf_stream_shuffle_buffer: int = 0  # >0: read each stream through a shuffle buffer this large (seeded)
 
 
 @dataclass
@@ -185,7 +202,7 @@ class Config:
 _CHOICES = {
     ("method", "momentum_schedule"): ("constant", "cosine"),
     ("aug", "preset"): ("mocov2", "mocov3"),
-    ("data", "dataset"): ("fashion_mnist", "imagefolder", "synthetic"),
+    ("data", "dataset"): ("fashion_mnist", "imagefolder", "synthetic", "hf"),
     ("data", "on_bad_image"): ("skip", "error"),
     ("train", "optimizer"): ("sgd", "lars", "adamw"),
 }
@@ -239,8 +256,23 @@ def _yaml_problem(e: Exception) -> str:
     return f"{problem}, line {mark.line + 1}" if mark is not None else problem
 
 
+def validate_data(d: DataConfig) -> None:
+    """Checks of the data section shared by the pretraining and evaluation configs."""
+    if d.dataset == "hf" and not d.hf_path:
+        raise ConfigError(
+            "data.dataset=hf needs data.hf_path: a Hub dataset id (ORG/NAME), a save_to_disk folder, "
+            "a folder of parquet files or a parquet file (docs/data.md)"
+        )
+    if d.hf_streaming and (d.hf_stream_rows is None or d.hf_stream_rows < 1):
+        raise ConfigError(
+            "data.hf_streaming=true reads the first data.hf_stream_rows rows of each split: set it "
+            "(e.g. data.hf_stream_rows=100000)"
+        )
+
+
 def validate(cfg: Config) -> None:
     """Check the sections other than ``method`` (:func:`xmoco_zoo.registry.validate_method` checks that one)."""
+    validate_data(cfg.data)
     for (section, key), allowed in _CHOICES.items():
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:

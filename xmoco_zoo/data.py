@@ -337,6 +337,8 @@ def split_name(data) -> str:
     """What the evaluated split is called in results: ``heldout`` (of train), ``val`` (an image folder's) or ``test``."""
     if getattr(data, "holdout", 0):
         return "heldout"
+    if data.dataset == "hf":
+        return data.hf_test_split or "test"
     return "val" if data.dataset == "imagefolder" else "test"
 
 
@@ -372,6 +374,10 @@ def _dataset_splits(cfg, channels: int) -> tuple[Dataset, Dataset | None]:
             raise ConfigError("imagefolder data is decoded as RGB: use model.kwargs.in_chans=3")
         bad = d.on_bad_image
         return image_folder(train_dir, bad), (image_folder(val_dir, bad) if val_dir.is_dir() else None)
+    if d.dataset == "hf":
+        from .hf_data import hf_splits  # late: datasets is an optional dependency
+
+        return hf_splits(d, channels, seed=cfg.train.seed)
     raise ConfigError(f"unknown data.dataset {d.dataset!r}: use fashion_mnist, imagefolder or synthetic")
 
 

@@ -212,6 +212,11 @@ def labelled_data(data: Any, channels: int, seed: int) -> tuple[Dataset, Dataset
     """(train, test, num_classes) of the configured dataset (``data`` is an EvalDataConfig)."""
     shim = SimpleNamespace(data=data, train=SimpleNamespace(seed=data.synthetic_seed))
     train, test = labelled_splits(shim, channels)
+    if test is None and data.dataset == "hf":
+        raise EvalError(
+            f"{data.hf_path}: no test split to evaluate on: set data.hf_test_split (and data.hf_label_column: "
+            "evaluations need labels)"
+        )
     if test is None:
         raise EvalError(
             f"{data.dataset} at {data.root}: no test split to evaluate on (imagefolder needs a val/ folder beside train/)"

@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ..config import ConfigError, DataConfig, _merge, read_layers
+from ..config import ConfigError, DataConfig, _merge, read_layers, validate_data
 
 
 @dataclass
@@ -35,7 +35,8 @@ class EvalModelConfig:
 
 @dataclass
 class EvalDataConfig(DataConfig):
-    """The labelled data: ``fashion_mnist`` (train/test), ``imagefolder`` (root/train, root/val), ``synthetic``.
+    """The labelled data: ``fashion_mnist`` (train/test), ``imagefolder`` (root/train, root/val), ``synthetic``,
+    ``hf`` (a Hugging Face dataset: its ``data.hf_train_split`` and ``data.hf_test_split``).
 
     ``subset`` caps the labelled train split and ``test_subset`` the test split (fixed random subsets seeded
     by ``run.seed``; for quick checks: the result's ``protocol_args`` then record the sizes used).
@@ -181,7 +182,7 @@ class FinetuneEvalConfig:
 SCHEMAS = {"knn": KnnEvalConfig, "linear": LinearEvalConfig, "finetune": FinetuneEvalConfig}
 
 _CHOICES = {
-    ("data", "dataset"): ("fashion_mnist", "imagefolder", "synthetic"),
+    ("data", "dataset"): ("fashion_mnist", "imagefolder", "synthetic", "hf"),
     ("linear", "mode"): ("auto", "fast", "full"),
     ("linear", "optimizer"): ("auto", "sgd", "lbfgs"),
     ("finetune", "optimizer"): ("adamw", "sgd", "nesterov"),
@@ -206,6 +207,7 @@ def validate_eval(cfg: Any) -> None:
             raise ConfigError(
                 f"{section}.{key}={getattr(getattr(cfg, section), key)!r} is not one of {list(allowed)}"
             )
+    validate_data(cfg.data)
     a = cfg.aug
     if (a.mean is None) != (a.std is None) or (a.mean is not None and len(a.mean) != len(a.std)):
         raise ConfigError("aug.mean and aug.std go together, with one value per channel")
