@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from xmoco_zoo.config import ConfigError, DataConfig, load_config
+from xmoco_zoo.config import ConfigError, DataConfig
+from xmoco_zoo.experiment import load_config
 from xmoco_zoo.data import BadImageError, BadImageWarning, labelled_splits, synthetic
 from xmoco_zoo.protocols.common import labelled_data
 
@@ -317,7 +318,7 @@ def test_a_hub_dataset_id_is_read_through_the_cache_and_then_offline(hf_data, tm
     mirrors = tmp_path / "mirrors"
     make_mirror_repo(mirrors, "xmoco-zoo/shapes", repo, repo_type="dataset")
     code = (
-        "import sys; from xmoco_zoo.config import load_config; from xmoco_zoo.data import labelled_splits\n"
+        "import sys; from xmoco_zoo.experiment import load_config; from xmoco_zoo.data import labelled_splits\n"
         "cfg = load_config(None, ['data.dataset=hf', 'data.hf_path=xmoco-zoo/shapes', *sys.argv[1:]])\n"
         "train, test = labelled_splits(cfg, 3)\n"
         "print(len(train), len(test), train.classes, tuple(train[5][0].shape))\n"
