@@ -2,8 +2,14 @@
 
 from ._util import drop_positive, symmetric_kl_from_logits
 from .amcl import (
+    BilinearTemperatureNet,
     TemperatureNet,
+    amcl_authors_from_sims,
+    amcl_authors_loss,
+    amcl_authors_objective,
     amcl_pair_loss,
+    amcl_posterior_from_sims,
+    amcl_posterior_loss,
     omega,
     omega_minimum,
     omega_shifted,
@@ -22,8 +28,14 @@ from .infonce import (
 from .xmoco import cross_consistency, uniformity
 
 __all__ = [
+    "BilinearTemperatureNet",
     "TemperatureNet",
+    "amcl_authors_from_sims",
+    "amcl_authors_loss",
+    "amcl_authors_objective",
     "amcl_pair_loss",
+    "amcl_posterior_from_sims",
+    "amcl_posterior_loss",
     "at_least_fp32",
     "co2_consistency",
     "contrastive_loss",
