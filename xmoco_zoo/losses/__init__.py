@@ -2,8 +2,14 @@
 
 from ._util import drop_positive, fp32_region, symmetric_kl_from_logits
 from .amcl import (
+    BilinearTemperatureNet,
     TemperatureNet,
+    amcl_authors_from_sims,
+    amcl_authors_loss,
+    amcl_authors_objective,
     amcl_pair_loss,
+    amcl_posterior_from_sims,
+    amcl_posterior_loss,
     omega,
     omega_minimum,
     omega_shifted,
@@ -15,8 +21,14 @@ from .infonce import at_least_fp32, contrastive_loss, info_nce, info_nce_from_si
 from .xmoco import cross_consistency, uniformity
 
 __all__ = [
+    "BilinearTemperatureNet",
     "TemperatureNet",
+    "amcl_authors_from_sims",
+    "amcl_authors_loss",
+    "amcl_authors_objective",
     "amcl_pair_loss",
+    "amcl_posterior_from_sims",
+    "amcl_posterior_loss",
     "at_least_fp32",
     "co2_consistency",
     "contrastive_loss",

@@ -29,3 +29,9 @@ def symmetric_kl_from_logits(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     la, lb = torch.log_softmax(a, dim=-1), torch.log_softmax(b, dim=-1)
     # ½ Σ (pa − pb)(log pa − log pb) is the symmetric KL in one pass.
     return 0.5 * ((la.exp() - lb.exp()) * (la - lb)).sum(-1).mean()
+
+
+def fp32_region(x: torch.Tensor) -> torch.autocast:
+    """A region outside autocast, so a loss's products and its temperature network run in float32 (or float64
+    when given float64) even under mixed precision: AMCL's 1/τ reaches 1e5, beyond what float16 holds."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
