@@ -253,6 +253,10 @@ COMPOSITIONS = [
     ("amcl", {}),
     ("mocov3", {"regularizers": ["co2", "xmoco"]}),
     ("mocov3", {"regularizers": ["amcl"], "amcl": {"m": 32}}),
+    ("amcl", {"amcl": {"form": "authors", "topk": 8}}),
+    ("amcl", {"amcl": {"form": "posterior"}}),
+    ("mocov3", {"regularizers": ["amcl"], "amcl": {"form": "authors", "topk": 4}}),
+    ("mocov3", {"regularizers": ["amcl"], "amcl": {"form": "posterior"}}),
 ]
 TERMS = {"co2": ["loss_co2"], "xmoco": ["loss_xcross", "loss_uniform"], "amcl": ["loss_amcl"]}
 
@@ -289,8 +293,10 @@ def test_each_term_reaches_the_online_encoder_and_never_the_momentum_encoder(nam
 @pytest.mark.parametrize("name,extra", COMPOSITIONS, ids=lambda v: v if isinstance(v, str) else "")
 def test_twenty_steps_on_a_fixed_batch_lower_each_term(name, extra):
     """The queues are frozen: on a fixed batch they would fill with the batch's own keys (each anchor's
-    hardest negative would become an earlier key of its own image) and the objective would keep moving."""
+    hardest negative would become an earlier key of its own image) and the objective would keep moving. AMCL's
+    authors' form trains with the gradient norm clipped at 1 (their training loop): its temperatures reach 1e-5."""
     x1, x2 = _views(16)
+    clip = extra.get("amcl", {}).get("form") == "authors"
     model = _small_method(name, extra)
     for term in [t for r in model.cfg.regularizers for t in TERMS[r]]:
         torch.manual_seed(0)
@@ -305,6 +311,8 @@ def test_twenty_steps_on_a_fixed_batch_lower_each_term(name, extra):
             values.append(out[term].item())
             opt.zero_grad()
             out[term].backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
         assert values[-1] < values[0], f"{term}: {values[0]:.4f} -> {values[-1]:.4f}"
 
@@ -370,3 +378,40 @@ def test_composition_from_the_config():
         load_config(None, ["method.name=amcl", "method.amcl.tau_min=0.05"])
     with pytest.raises(ConfigError, match="Did you mean"):
         load_config(None, ["method.amcl.head=2"])
+
+
+@pytest.mark.parametrize("form", ["authors", "posterior"])
+def test_amcl_shared_phi_forms_inside_the_method_equal_the_pure_losses_over_heads(form):
+    """The regularizer sums the pure loss over its heads (the base's head on the base's queue, each extra head on
+    its own queue) with one φ; recomputed here from the heads' own embeddings, before any queue moves."""
+    from xmoco_zoo.losses import amcl_authors_objective, amcl_posterior_loss
+
+    torch.manual_seed(0)
+    model = _small_method("amcl", {"amcl": {"form": form, "heads": 2, "topk": 5}})
+    reg = model.regularizers["amcl"]
+    x1, x2 = _views()
+    queues = [model.base.queue.queue.clone(), reg.queues[0].queue.clone()]
+    seen = {}
+    real = reg._head_embeddings
+
+    def spy(emb, sims):
+        heads = real(emb, sims)
+        seen["heads"] = heads
+        return heads
+
+    reg._head_embeddings = spy
+    out = model(x1, x2, m=0.99)
+    heads = seen["heads"]
+    q = [h["q"][0] for h in heads]
+    k = [h["k"][1] for h in heads]
+    c = model.cfg.amcl
+    assert c.beta == {"authors": 1e-4, "posterior": 1e-3}[form] and c.tau_min == {"authors": 1e-5, "posterior": 0.05}[form]
+    if form == "authors":
+        ref, _ = amcl_authors_objective(q, k, queues, reg.phi, k=5, beta=c.beta)
+    else:
+        ref = sum(amcl_posterior_loss(qh, kh, zh, reg.phi, beta=c.beta)[0] for qh, kh, zh in zip(q, k, queues))
+    torch.testing.assert_close(out["loss_amcl"], ref, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(out["loss"], out["loss_amcl"])  # weight 1, replaces InfoNCE
+    for side in ("pos", "neg"):
+        for stat in ("mean", "at_min", "at_max"):
+            assert f"amcl_tau_{side}_{stat}" in out

@@ -3,10 +3,6 @@ from __future__ import annotations
 import torch
 
 
-def fp32_region(x: torch.Tensor) -> torch.autocast:
-    """A region outside autocast: every loss runs in float32 even under mixed precision."""
-    return torch.autocast(device_type=x.device.type, enabled=False)
-
 
 def drop_positive(sims: torch.Tensor, offset: int = 0) -> torch.Tensor:
     """Remove each row's positive column: row ``i`` loses column ``offset + i``.

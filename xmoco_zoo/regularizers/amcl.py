@@ -15,44 +15,93 @@ from torch import nn
 from ..config import ConfigError, MethodConfig
 from ..distributed import gather_no_grad
 from ..embeddings import Embeddings, Similarities
-from ..losses import TemperatureNet, amcl_pair_loss, drop_positive, fp32_region, temperature_stats
+from ..losses import (
+    BilinearTemperatureNet,
+    TemperatureNet,
+    amcl_authors_loss,
+    amcl_pair_loss,
+    amcl_posterior_loss,
+    drop_positive,
+    fp32_region,
+    temperature_stats,
+)
 from ..momentum import KeyQueue, MomentumEncoder
 from ..registry import Facts, register_regularizer
 from ._layer import Regularizer
 
+FORMS = ("likelihood", "authors", "posterior")
+# Per-form defaults of the settings left at None (docs/methods.md, docs/amcl_authors.md): the authors' form takes
+# their MoCo training script's values; likelihood keeps the values measured with it; posterior starts from
+# InfoNCE's range of temperatures.
+FORM_DEFAULTS: dict[str, dict] = {
+    "likelihood": dict(weight=0.03, tau_min=0.01, beta=0.1, detach_phi_input=True),
+    "authors": dict(weight=1.0, tau_min=1e-5, beta=1e-4, detach_phi_input=False),
+    "posterior": dict(weight=1.0, tau_min=0.05, beta=1e-3, detach_phi_input=False),
+}
+
 
 @dataclass
 class AMCLConfig:
-    """AMCL adaptive multi-head contrast (arXiv 2310.05615): H heads, per-pair temperatures."""
+    """AMCL adaptive multi-head contrast (arXiv 2310.05615): H heads, per-pair temperatures.
 
+    ``form`` picks what is computed (docs/methods.md):
+    - ``likelihood``: each pair a Bernoulli "is this the positive?" with logit 2·sim/τ, hardest negative, one φ
+      per head (our first reading);
+    - ``authors``: exactly the authors' MoCo loss (GitHub LeiWangR/cl): top-k hardest queue negatives, one φ shared
+      by the heads with the bilinear score and sigmoid(−r), both directions per head, summed over heads;
+    - ``posterior``: InfoNCE over the queue with per-pair temperatures from the shared φ, plus Ω.
+    Settings left at None take the form's default (FORM_DEFAULTS); the resolved values are written to the run's
+    config.yaml and the model card.
+    """
+
+    form: str = "likelihood"
     heads: int = 3  # H; head 0 is the base's projector, the others get their own momentum copy and queue
-    # The loss scale: ℓ's gradients are ~2/τ per head, summed over H heads, about 30x InfoNCE's at the same lr.
-    # 0.03 was the best of {1, 0.1, 0.03} in 120-step Fashion-MNIST probes; 1 fell below random init (docs/methods.md).
-    weight: float = 0.03
-    tau_min: float = 0.01
+    # The loss scale. likelihood: ℓ's gradients are ~2/τ per head, summed over H heads, about 30x InfoNCE's at the
+    # same lr; 0.03 was the best of {1, 0.1, 0.03} in 120-step Fashion-MNIST probes (docs/methods.md).
+    weight: float | None = None
+    tau_min: float | None = None
     tau_max: float = 2.0
-    beta: float = 0.1  # weight of Ω(τ) = 1/τ + (m/2)·log τ
-    m: float | None = None  # Ω's constant; None: the embedding dim D (positives then settle near τ = 2/D)
-    hidden: int = 128  # φ's hidden width
-    negatives: str = (
-        "hardest"  # hardest (the most similar negative per anchor) | batch (every in-batch negative)
+    beta: float | None = None  # weight of Ω(τ)
+    m: float | None = (
+        None  # likelihood: Ω's constant; None: the embedding dim D (positives settle near τ = 2/D)
     )
+    hidden: int = 128  # φ's hidden width (the authors' training script: 128)
+    negatives: str = (
+        "hardest"  # likelihood: hardest (most similar negative per anchor) | batch (every in-batch one)
+    )
+    topk: int = 100  # authors: the k hardest queue negatives per anchor
+    posterior_topk: int | None = None  # posterior: None for the whole queue, or the k hardest
     keep_base_loss: bool = False  # add the base's InfoNCE back (by default AMCL replaces it)
-    # φ sees detached embeddings: the temperatures learn from the loss, but Ω's gradient does not move the
-    # encoder through φ (docs/methods.md: with it, one step at the default lr collapsed the embeddings).
-    detach_phi_input: bool = True
+    # φ sees detached embeddings: the temperatures learn from the loss, but Ω's gradient does not move the encoder
+    # through φ. likelihood: True (with it, one step at the default lr collapsed the embeddings); the authors: False.
+    detach_phi_input: bool | None = None
+
+
+def fill_form_defaults(a: AMCLConfig) -> AMCLConfig:
+    """Set the settings left at None to the form's defaults (in place; idempotent)."""
+    for key, value in FORM_DEFAULTS[a.form].items():
+        if getattr(a, key) is None:
+            setattr(a, key, value)
+    return a
 
 
 def _validate(m: MethodConfig) -> None:
     a = m.amcl
+    if a.form not in FORMS:
+        raise ConfigError(f"method.amcl.form={a.form!r} is not one of {list(FORMS)}")
+    fill_form_defaults(a)
     if a.heads < 1:
         raise ConfigError(f"method.amcl.heads={a.heads}: need at least one head")
     if not 0 < a.tau_min < a.tau_max:
         raise ConfigError(f"method.amcl: need 0 < tau_min < tau_max, got {a.tau_min} and {a.tau_max}")
     if a.negatives not in ("hardest", "batch"):
         raise ConfigError(f"method.amcl.negatives={a.negatives!r} is not one of ['hardest', 'batch']")
+    if a.topk < 1 or (a.posterior_topk is not None and a.posterior_topk < 1):
+        raise ConfigError(
+            "method.amcl.topk and posterior_topk must be >= 1 (posterior_topk: null for the whole queue)"
+        )
     omega_min = 2.0 / (a.m if a.m is not None else m.dim)
-    if omega_min <= a.tau_min * 1.2:
+    if a.form == "likelihood" and omega_min <= a.tau_min * 1.2:
         raise ConfigError(
             f"method.amcl: positives settle near τ = 2/m = {omega_min:.4g}, at or below tau_min={a.tau_min}, "
             "so their temperatures would sit on the bound: lower method.amcl.tau_min or set method.amcl.m "
@@ -75,7 +124,7 @@ class AMCL(Regularizer):
 
     def __init__(self, base: nn.Module | None, cfg: MethodConfig) -> None:
         super().__init__()
-        c = cfg.amcl
+        c = fill_form_defaults(cfg.amcl)
         self.c = c
         self.replaces_base_loss = not c.keep_base_loss
         self.m = float(c.m if c.m is not None else cfg.dim)
@@ -91,9 +140,12 @@ class AMCL(Regularizer):
         self.queues = (
             nn.ModuleList(KeyQueue(cfg.queue_size, cfg.dim) for _ in heads) if self.uses_queue else None
         )
-        self.phi = nn.ModuleList(
-            TemperatureNet(cfg.dim, c.hidden, c.tau_min, c.tau_max) for _ in range(c.heads)
-        )
+        if c.form == "likelihood":  # one φ per head
+            self.phi = nn.ModuleList(
+                TemperatureNet(cfg.dim, c.hidden, c.tau_min, c.tau_max) for _ in range(c.heads)
+            )
+        else:  # one φ shared by every head and direction
+            self.phi = BilinearTemperatureNet(cfg.dim, c.hidden, c.tau_min, c.tau_max)
         self._extra_keys: list[torch.Tensor] | None = None
 
     def update_momentum(self, m: float) -> None:
@@ -125,7 +177,8 @@ class AMCL(Regularizer):
             for i, b in enumerate(views):
                 k_all[b] = g[:, i, :, c].reshape(world * n, d)
             self._extra_keys.append(torch.cat([k_all[b] for b in views]))
-            bank = None if self.queues is None else self.queues[c].queue
+            # A copy: the queue is updated in place after the loss, before autograd's backward reads it.
+            bank = None if self.queues is None else self.queues[c].queue.clone()
             out.append(
                 dict(
                     q=[None if v is None else v.float() for v in q],
@@ -139,6 +192,8 @@ class AMCL(Regularizer):
 
     def forward(self, emb: Embeddings, step: Similarities) -> dict[str, torch.Tensor]:
         heads = self._head_embeddings(emb, step)
+        if self.c.form != "likelihood":
+            return self._forward_shared_phi(heads, step)
         losses, taus_pos, taus_neg, sims_pos, sims_neg = [], [], [], [], []
         with fp32_region(step.q[step.pairs[0]]):
             for c, h in enumerate(heads):
@@ -154,7 +209,11 @@ class AMCL(Regularizer):
                     sims_neg.append(s_neg.detach().mean())
                     taus_pos.append(tau_pos.detach().flatten())
                     taus_neg.append(tau_neg.detach().flatten())
-        out = {"loss_amcl": sum(losses) * (len(heads) / len(losses))}  # sum over heads, mean over pairs
+        loss = sum(losses) * (len(heads) / len(losses))  # sum over heads, mean over pairs
+        return self._terms(loss, sims_pos, sims_neg, taus_pos, taus_neg)
+
+    def _terms(self, loss, sims_pos, sims_neg, taus_pos, taus_neg) -> dict[str, torch.Tensor]:  # noqa: ANN001
+        out = {"loss_amcl": loss}
         # Mean cosine of the positives and of the negatives used: a collapse shows as both going to 1.
         out["amcl_sim_pos"] = torch.stack(sims_pos).mean()
         out["amcl_sim_neg"] = torch.stack(sims_neg).mean()
@@ -162,6 +221,52 @@ class AMCL(Regularizer):
             for stat, v in temperature_stats(torch.cat(taus), self.c.tau_min, self.c.tau_max).items():
                 out[f"amcl_tau_{side}_{stat}"] = v
         return out
+
+    def _forward_shared_phi(self, heads: list[dict], step: Similarities) -> dict[str, torch.Tensor]:
+        """The ``authors`` and ``posterior`` forms: one φ for every head; per head and pair, the head's queue (or,
+        without a queue, the other keys of the batch) as negatives; summed over heads, averaged over pairs."""
+        c = self.c
+        losses, taus_pos, taus_neg, sims_pos, sims_neg = [], [], [], [], []
+        with fp32_region(step.q[step.pairs[0]]):
+            for h_i, h in enumerate(heads):
+                for a in step.pairs:
+                    q, k = h["q"][a], h["k"][1 - a].detach()
+                    bank, q_sims, k_sims = self._bank(step, h, h_i, a, q, k)
+                    if (
+                        c.form == "authors"
+                    ):  # ½[ℓ(q, k, Z) + ℓ(k, q, Z)]: the key is the second direction's anchor
+                        kw = dict(k=c.topk, beta=c.beta, detach_phi_input=c.detach_phi_input)
+                        l_qk, s_qk = amcl_authors_loss(q, k, bank, self.phi, bank_sims=q_sims, **kw)
+                        l_kq, s_kq = amcl_authors_loss(k, q, bank, self.phi, bank_sims=k_sims, **kw)
+                        loss, parts = 0.5 * (l_qk + l_kq), [s_qk, s_kq]
+                    else:
+                        loss, stats = amcl_posterior_loss(
+                            q, k, bank, self.phi, beta=c.beta, topk=c.posterior_topk, bank_sims=q_sims,
+                            detach_phi_input=c.detach_phi_input,
+                        )  # fmt: skip
+                        parts = [stats]
+                    losses.append(loss)
+                    for st in parts:
+                        sims_pos.append(st["sim_pos"].mean())
+                        sims_neg.append(st["sim_neg"].mean())
+                        taus_pos.append(st["tau_pos"].flatten())
+                        taus_neg.append(st["tau_neg"].flatten())
+        loss = sum(losses) * (len(heads) / len(losses))  # sum over heads, mean over pairs
+        return self._terms(loss, sims_pos, sims_neg, taus_pos, taus_neg)
+
+    def _bank(
+        self, step: Similarities, h: dict, h_i: int, a: int, q: torch.Tensor, k: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Pair a's negatives for head ``h_i``: its queue (K, D), with the products q·Zᵀ and k·Zᵀ when the shared
+        cache has them (head 0); without a queue, every process's other keys per anchor (N, M − 1, D)."""
+        if h["bank"] is not None:
+            if h_i == 0:
+                return h["bank"], step.query_queue(a), step.key_queue(a)
+            return h["bank"], None, None
+        k_all = h["k_all"][1 - a]
+        n = q.shape[0]
+        idx = drop_positive(torch.arange(k_all.shape[0], device=q.device).expand(n, -1), step.offset)
+        return k_all[idx], None, None
 
     def _negatives(
         self, step: Similarities, h: dict, c: int, a: int, z: torch.Tensor
