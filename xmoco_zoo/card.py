@@ -208,6 +208,12 @@ def render_model_card(
         for p in parts
         if (_templates() / "methods" / f"{p}.md").is_file()
     )
+    settings = meta.get("regularizer_settings") or {}
+    if settings:
+        method_text += "\n\n" + "\n".join(
+            f"- {facts(r).title} settings: " + ", ".join(f"`{k}={v}`" for k, v in values.items())
+            for r, values in settings.items()
+        )
     citations = "\n\n".join(
         (_templates() / "methods" / f"{p}.bib").read_text().strip()
         for p in parts

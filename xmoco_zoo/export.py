@@ -13,6 +13,7 @@ An export folder is exactly what gets pushed to the Hub:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import shutil
@@ -175,6 +176,10 @@ def export_model(
         "method": cfg.method.name,
         "base": cfg.method.base,
         "regularizers": sorted(cfg.method.regularizers),
+        # Each regularizer's resolved section (AMCL's form among them): the card states it.
+        "regularizer_settings": {
+            r: dataclasses.asdict(getattr(cfg.method, r)) for r in sorted(cfg.method.regularizers)
+        },
         "dataset": cfg.data.dataset,
         "backbone": cfg.model.backbone,
         "training": dict(training or {}),

@@ -3,7 +3,6 @@ from __future__ import annotations
 import torch
 
 
-
 def drop_positive(sims: torch.Tensor, offset: int = 0) -> torch.Tensor:
     """Remove each row's positive column: row ``i`` loses column ``offset + i``.
 

@@ -51,7 +51,6 @@ from .common import (
     labelled_data,
     load_model,
     make_accelerator,
-    split_name,
     train_transform,
 )
 from .config import FinetuneEvalConfig, eval_to_dict, eval_to_yaml, load_eval_config
