@@ -9,8 +9,8 @@ import pytest
 from omegaconf.errors import InterpolationResolutionError
 
 from xmoco_zoo.config import ConfigError
-from xmoco_zoo.experiment import load_config
 from xmoco_zoo.errors import EXIT_USER_ERROR, OptionError, UserError, run_main, user_message
+from xmoco_zoo.experiment import load_config
 from xmoco_zoo.methods import create_method
 
 from .conftest import ROOT, TINY, launch_two, run_cli

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from xmoco_zoo.config import ConfigError, DataConfig
-from xmoco_zoo.experiment import load_config
 from xmoco_zoo.data import BadImageError, BadImageWarning, labelled_splits, synthetic
+from xmoco_zoo.experiment import load_config
 from xmoco_zoo.protocols.common import labelled_data
 
 from .conftest import ROOT, TINY, run_cli, run_pretrain

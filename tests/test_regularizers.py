@@ -405,11 +405,16 @@ def test_amcl_shared_phi_forms_inside_the_method_equal_the_pure_losses_over_head
     q = [h["q"][0] for h in heads]
     k = [h["k"][1] for h in heads]
     c = model.cfg.amcl
-    assert c.beta == {"authors": 1e-4, "posterior": 1e-3}[form] and c.tau_min == {"authors": 1e-5, "posterior": 0.05}[form]
+    assert (
+        c.beta == {"authors": 1e-4, "posterior": 1e-3}[form]
+        and c.tau_min == {"authors": 1e-5, "posterior": 0.05}[form]
+    )
     if form == "authors":
         ref, _ = amcl_authors_objective(q, k, queues, reg.phi, k=5, beta=c.beta)
     else:
-        ref = sum(amcl_posterior_loss(qh, kh, zh, reg.phi, beta=c.beta)[0] for qh, kh, zh in zip(q, k, queues))
+        ref = sum(
+            amcl_posterior_loss(qh, kh, zh, reg.phi, beta=c.beta)[0] for qh, kh, zh in zip(q, k, queues)
+        )
     torch.testing.assert_close(out["loss_amcl"], ref, rtol=1e-5, atol=1e-6)
     assert torch.allclose(out["loss"], out["loss_amcl"])  # weight 1, replaces InfoNCE
     for side in ("pos", "neg"):
