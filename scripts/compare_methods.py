@@ -72,11 +72,23 @@ CELLS: dict[str, tuple[str, list[str]]] = {
 }
 
 
+# Hyperparameter choice on the held-out split (kind "val", one seed, the same 6-epoch budget): AMCL's form first.
+AMCL = "recipes/configs/amcl_fmnist.yaml"
+VAL: dict[str, tuple[str, list[str]]] = {
+    "mocov2": ("recipes/configs/mocov2_fmnist.yaml", []),
+    "amcl_authors": (AMCL, ["method.amcl.form=authors", "train.grad_clip=1.0"]),
+    "amcl_posterior": (AMCL, ["method.amcl.form=posterior"]),
+    "amcl_likelihood": (AMCL, ["method.amcl.form=likelihood"]),
+}
+
+
 def queue() -> list[Run]:
     runs = []
     for cell, (config, overrides) in CELLS.items():
         for seed in SEEDS:
             runs.append(Run(f"{cell}-e6-s{seed}", cell, config, list(overrides), seed))
+    for cell, (config, overrides) in VAL.items():
+        runs.append(Run(f"{cell}-val-e6-s0", cell, config, list(overrides), 0, kind="val"))
     return runs
 
 
@@ -96,8 +108,16 @@ def sh(cmd: list[str], log: Path) -> float:
         f.flush()
         rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
     if rc:
-        raise SystemExit(f"command failed ({rc}), see {log}: {' '.join(cmd)}")
+        raise RunFailed(f"exit status {rc}, see {log.relative_to(ROOT)}: {' '.join(cmd)}", rc)
     return time.time() - t0
+
+
+class RunFailed(RuntimeError):
+    """A command of a run failed: a NaN loss is a result (the run diverged), anything else stops the queue."""
+
+    def __init__(self, message: str, rc: int) -> None:
+        super().__init__(message)
+        self.rc = rc
 
 
 def git_commit() -> str:
@@ -149,7 +169,8 @@ def cmd_list(runs: list[Run]) -> None:
         extra = ""
         if p.is_file():
             d = json.loads(p.read_text())
-            extra = f"kNN {d['knn']:.2f}" + (f"  linear {d['linear']:.2f}" if "linear" in d else "")
+            extra = "diverged" if "diverged" in d else f"kNN {d['knn']:.2f}"
+            extra += f"  linear {d['linear']:.2f}" if "linear" in d else ""
         print(f"{state:5s} {r.id:32s} {extra}")
 
 
@@ -161,13 +182,29 @@ def cmd_run(runs: list[Run], only: str | None) -> None:
         if p.is_file():
             continue
         print(f"[{time.strftime('%H:%M:%S')}] {r.id}: start", flush=True)
-        rec = execute(r)
+        try:
+            rec = execute(r)
+        except RunFailed as e:
+            log = (RUNS_DIR / f"{r.id}.log").read_text()
+            if "NonFiniteLossError" not in log:
+                raise SystemExit(str(e)) from None
+            line = next(x for x in reversed(log.splitlines()) if "NonFiniteLossError" in x)
+            rec = {
+                "id": r.id,
+                "cell": r.cell,
+                "kind": r.kind,
+                "seed": r.seed,
+                "diverged": line.strip(),
+                "pretrain_command": " ".join(r.pretrain_command(RUNS_DIR / r.id)),
+                "commit": git_commit(),
+            }
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_suffix(".tmp")
         tmp.write_text(json.dumps(rec, indent=2) + "\n")
         os.replace(tmp, p)
+        result = f"diverged: {rec['diverged']}" if "diverged" in rec else f"kNN {rec['knn']:.2f}"
         print(
-            f"[{time.strftime('%H:%M:%S')}] {r.id}: kNN {rec['knn']:.2f}"
+            f"[{time.strftime('%H:%M:%S')}] {r.id}: {result}"
             + (f", linear {rec['linear']:.2f}" if "linear" in rec else ""),
             flush=True,
         )
