@@ -70,9 +70,9 @@ def _cfg(path: Path, *overrides: str) -> DataConfig:
 
 
 def hf_splits_of(path: Path, *overrides: str, channels: int = 3):
-    from xmoco_zoo.hf_data import hf_splits
-
-    return hf_splits(_cfg(path, *overrides), channels)
+    """The splits as every recipe reads them (data.labelled_splits: hf_splits wrapped for unreadable rows)."""
+    cfg = load_config(None, ["data.dataset=hf", f"data.hf_path={path}", *overrides])
+    return labelled_splits(cfg, channels)
 
 
 # ------------------------------------------------------------------------------------------- pretraining
@@ -93,8 +93,13 @@ def test_pretrain_two_steps_with_the_knn_monitor(hf_data, tmp_path, kind):
     )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 2 and 0 <= summary["knn_top1"] <= 100
-    record = json.loads((out / "backbone" / "results" / "knn_hf_test.json").read_text())
-    assert record["protocol_args"]["bank"] == 64 and record["protocol_args"]["queries"] == 32
+    split = "validation" if kind == "parquet" else "test"  # the record names the split it scored
+    record = json.loads((out / "backbone" / "results" / f"knn_hf_{split}.json").read_text())
+    assert (
+        record["split"] == split
+        and record["protocol_args"]["bank"] == 64
+        and record["protocol_args"]["queries"] == 32
+    )
 
 
 def test_both_kinds_give_the_same_images_labels_and_classes(hf_data):

@@ -171,8 +171,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     sgd_momentum: float = 0.9
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])  # adamw
-    # torch's fused SGD/AdamW kernel (CPU and CUDA): the SGD step 2.6x faster than torch's CPU default
-    # (a for-loop; benchmarks/step_parts.py). Same update up to float rounding. LARS has none.
+    # torch's fused SGD/AdamW kernel (CPU and CUDA): faster than torch's CPU default, a for-loop
+    # (docs/performance.md, benchmarks/step_parts.py). Same update up to float rounding. LARS has none.
     fused_optimizer: bool = True
     warmup_epochs: float = 0.0
     min_lr_ratio: float = 0.0

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .errors import ConfigError, InputNotFoundError, UserError
+from .errors import ConfigError, DatasetNotFoundError, UserError
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = (
@@ -38,10 +38,6 @@ _FMNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-
-
-class DatasetNotFoundError(InputNotFoundError):
-    """The data is not where the config says; the message lists where we looked and how to get it."""
 
 
 class DatasetError(UserError, ValueError):
@@ -377,7 +373,10 @@ def _dataset_splits(cfg, channels: int) -> tuple[Dataset, Dataset | None]:
     if d.dataset == "hf":
         from .hf_data import hf_splits  # late: datasets is an optional dependency
 
-        return hf_splits(d, channels, seed=cfg.train.seed)
+        train, test = hf_splits(d, channels, seed=cfg.train.seed)
+        return ReadableImages(train, d.on_bad_image), (
+            None if test is None else ReadableImages(test, d.on_bad_image)
+        )
     raise ConfigError(f"unknown data.dataset {d.dataset!r}: use fashion_mnist, imagefolder or synthetic")
 
 

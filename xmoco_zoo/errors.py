@@ -40,6 +40,10 @@ class InputNotFoundError(UserError, FileNotFoundError):
     """A file or folder named by the user does not exist."""
 
 
+class DatasetNotFoundError(InputNotFoundError):
+    """The data is not where the config says; the message lists where we looked and how to get it."""
+
+
 class MissingExtraError(UserError, ImportError):
     """An optional dependency is not installed; the message names the ``pip install`` that adds it."""
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .data import DatasetNotFoundError, ReadableImages
+from .errors import DatasetNotFoundError
 
 __all__ = ["HFDataError", "HFImages", "hf_splits", "open_splits"]
 
@@ -282,5 +282,5 @@ def hf_splits(d: Any, channels: int, seed: int = 0) -> tuple[Dataset, Dataset | 
         else:
             targets, classes = torch.zeros(len(ds), dtype=torch.long), ("unlabelled",)
         images = HFImages(ds, d.hf_image_column, targets, classes, channels, where)
-        out.append(ReadableImages(images, d.on_bad_image))
+        out.append(images)  # data.labelled_splits wraps them in ReadableImages (data.on_bad_image)
     return out[0], (out[1] if len(out) > 1 else None)

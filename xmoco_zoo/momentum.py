@@ -62,12 +62,10 @@ class KeyQueue(nn.Module):
 class SplitBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm that normalises a batch in ``num_splits`` groups (MoCo's one-process shuffle-BN emulation).
 
-    The groups are contiguous blocks: sample ``n`` of a batch of ``N`` falls in group ``n // (N / num_splits)``
-    (see :func:`split_group_of`). Each block is a free view in any memory format (channels_last included), so
-    each group goes through the fused BatchNorm kernel as is, and one ``cat`` assembles the output. On resnet18
-    (32 px, batch 256, 8 splits, 2 threads, channels_last) forward+backward costs 1.01-1.10x plain BatchNorm (two
-    runs), against 1.25x for reshaping the batch into ``(N/S, S*C, H, W)`` (the MoCo demo's way): benchmarks/split_bn.py.
-    In eval mode it is a plain BatchNorm2d; the running statistics are the mean over the groups.
+    The groups are contiguous blocks of the batch (:func:`split_group_of`), each a free view in any memory format,
+    so each goes through the fused kernel as is and one ``cat`` assembles the output (why this layout:
+    docs/performance.md, split BN). In eval mode it is a plain BatchNorm2d; the running statistics are the mean
+    over the groups.
     """
 
     def __init__(self, num_features: int, num_splits: int, **kwargs) -> None:

@@ -28,14 +28,10 @@ def info_nce_from_sims(l_pos: torch.Tensor, l_neg: torch.Tensor, temperature: fl
 
 
 class _InfoNCEQueue(torch.autograd.Function):
-    """MoCo v2's InfoNCE over a queue with one (N, K) buffer, updated in place.
-
-    The composed version (``info_nce_from_sims``) makes about five (N, K) tensors per step (the product, the
-    concatenation with the positives, the division by T, logsumexp's temporaries, their gradients); at MoCo's
-    K = 65536 each is 64 MB for a batch of 256, and their memory traffic and page faults cost more than the
-    two matrix products themselves. Here 1/T is folded into q before the product, the buffer becomes
-    exp(logit − row max) in place, and backward turns it into the softmax gradient in place. Gradient for q
-    only (keys and the queue carry none in MoCo). One backward per forward (the buffer is reused).
+    """MoCo v2's InfoNCE over a queue with one (N, K) buffer, updated in place: 1/T folded into q before the
+    product, the buffer turned into exp(logit − row max) in place, and in backward into the softmax gradient in
+    place (the composed loss makes about five (N, K) tensors; docs/performance.md has the measured cost). Gradient
+    for q only (keys and the queue carry none in MoCo). One backward per forward (the buffer is reused).
     """
 
     @staticmethod

@@ -27,10 +27,8 @@ from ._heads import Encoder, mocov2_projector
 
 class MoCoV2(nn.Module):
     """MoCo v2 on any headless backbone: ``forward(x1, x2, m)`` returns ``{"loss_nce", "acc1", "loss"}``.
-
-    ``cfg.symmetric`` makes both views queries (the "v2+" loss ½[L(q1, k2) + L(q2, k1)]). Regularizers wrap
-    this module (:class:`xmoco_zoo.regularizers.Regularized`) and call the same four steps.
-    """
+    ``cfg.symmetric``: both views are queries, ½[L(q1, k2) + L(q2, k1)]. Regularizers wrap this module
+    (:class:`xmoco_zoo.regularizers.Regularized`) and call the same four steps."""
 
     uses_sync_bn = False  # no BN in MoCo v2's head
 
