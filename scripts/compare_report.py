@@ -1,0 +1,95 @@
+"""The comparison's table and bar chart from its run records (``python scripts/compare_methods.py report``)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+FLOOR = {"knn": 78.85, "linear": 83.62}  # raw pixels, L2-normalised, same protocols (docs/models.md)
+BEGIN, END = "<!-- comparison table: begin -->", "<!-- comparison table: end -->"
+
+
+def _cells(records: list[dict], kind: str) -> dict[str, list[dict]]:
+    cells: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        if r.get("kind") == kind:
+            cells[r["cell"]].append(r)
+    return cells
+
+
+def _mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def table(records: list[dict], order: list[str]) -> str:
+    """Markdown: one row per test cell (mean ± sample std over seeds), then the held-out probes."""
+    lines = [
+        "| method (cell) | seeds | kNN, test (mean ± std) | linear probe, test | kNN per seed | linear per seed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for cell, rs in sorted(_cells(records, "test").items(), key=lambda kv: order.index(kv[0])):
+        rs = sorted(rs, key=lambda r: r["seed"])
+        knn, lin = [r["knn"] for r in rs], [r["linear"] for r in rs]
+        lines.append(
+            f"| {cell} | {', '.join(str(r['seed']) for r in rs)} | {_mean_std(knn)} | {_mean_std(lin)} | "
+            f"{', '.join(f'{v:.2f}' for v in knn)} | {', '.join(f'{v:.2f}' for v in lin)} |"
+        )
+    lines.append(f"| raw pixels (the floor) | | {FLOOR['knn']:.2f} | {FLOOR['linear']:.2f} | | |")
+    val = _cells(records, "val")
+    if val:
+        lines += [
+            "",
+            "| held-out probe (kNN on 10k images held out of train, seed 0) | kNN | |",
+            "|---|---|---|",
+        ]
+        for cell, rs in sorted(val.items(), key=lambda kv: order.index(kv[0])):
+            r = rs[0]
+            result = "diverged" if "diverged" in r else f"{r['knn']:.2f}"
+            lines.append(f"| {cell} | {result} | `{r['id']}` |")
+    return "\n".join(lines)
+
+
+def bar_chart(records: list[dict], order: list[str], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = sorted(_cells(records, "test").items(), key=lambda kv: order.index(kv[0]))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, key in zip(axes, ("knn", "linear")):
+        names = [c for c, _ in cells]
+        means = [statistics.mean(r[key] for r in rs) for _, rs in cells]
+        stds = [statistics.stdev([r[key] for r in rs]) if len(rs) > 1 else 0.0 for _, rs in cells]
+        ax.bar(names, means, yerr=stds, capsize=4, color="tab:blue")
+        for i, (_, rs) in enumerate(cells):
+            ax.scatter([i] * len(rs), [r[key] for r in rs], color="black", s=8, zorder=3)
+        ax.axhline(FLOOR[key], color="tab:red", ls="--", lw=1, label="raw pixels")
+        ax.set_ylim(min(means + [FLOOR[key]]) - 3, max(means + [FLOOR[key]]) + 2)
+        ax.set_title(
+            f"{'kNN' if key == 'knn' else 'linear probe'}, test (mean ± std; dots: seeds)", fontsize=9
+        )
+        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+
+
+def report(out_dir: Path, runs: list) -> None:
+    """Rewrite the table between the markers of docs/results/methods_fmnist.md and draw the chart."""
+    records = [json.loads(p.read_text()) for p in sorted((out_dir / "runs").glob("*.json"))]
+    order = list(dict.fromkeys(r.cell for r in runs))
+    md = table(records, order)
+    print(md)
+    page = out_dir.parent / "methods_fmnist.md"
+    text = page.read_text()
+    if BEGIN in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + BEGIN + "\n" + md + "\n" + END + rest.split(END, 1)[1]
+        page.write_text(text)
+    bar_chart(records, order, out_dir.parent.parent / "images" / "methods_fmnist_seeds.png")
