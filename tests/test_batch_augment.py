@@ -5,7 +5,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from xmoco_zoo import batch_augment as ba
-from xmoco_zoo.augment import TwoViews, _odd
+from xmoco_zoo.augment import TwoViews, odd_kernel
 from xmoco_zoo.batch_augment import BatchTwoViews
 from xmoco_zoo.config import AugConfig
 
@@ -238,7 +238,7 @@ def test_grayscale_and_solarize_match_torchvision():
 @pytest.mark.parametrize(("size", "frac"), [(32, 0.1), (32, 0.7), (224, 0.1)])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_blur_matches_torchvision(size, frac, channels):
-    k = _odd(frac * size)
+    k = odd_kernel(frac * size)
     sigmas = torch.tensor([0.1, 0.7, 2.0])
     x = _float_images(3, channels, size)
     out = ba._blur(x, sigmas, k)
@@ -250,7 +250,7 @@ def test_blur_matches_torchvision(size, frac, channels):
 
 def test_blur_kernel_size_rule():
     cfg = AugConfig(image_size=224)
-    assert BatchTwoViews(cfg, 3).blur_kernel == _odd(0.1 * 224) == 23
+    assert BatchTwoViews(cfg, 3).blur_kernel == odd_kernel(0.1 * 224) == 23
 
 
 # ---------------------------------------------------------------- crop

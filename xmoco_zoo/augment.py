@@ -15,7 +15,8 @@ from .config import AugConfig
 from .errors import ConfigError
 
 
-def _odd(n: float) -> int:
+def odd_kernel(n: float) -> int:
+    """The Gaussian blur's kernel size: the odd integer nearest ``n``, at least 3."""
     k = max(3, int(round(n)))
     return k if k % 2 else k + 1
 
@@ -33,7 +34,7 @@ def view_transform(cfg: AugConfig, view: int, channels: int) -> v2.Compose:
     if cfg.grayscale_p > 0 and not gray:
         ops.append(v2.RandomGrayscale(p=cfg.grayscale_p))
     if cfg.blur_p[view] > 0:
-        blur = v2.GaussianBlur(_odd(cfg.blur_kernel_frac * cfg.image_size), sigma=tuple(cfg.blur_sigma))
+        blur = v2.GaussianBlur(odd_kernel(cfg.blur_kernel_frac * cfg.image_size), sigma=tuple(cfg.blur_sigma))
         ops.append(v2.RandomApply([blur], p=cfg.blur_p[view]))
     if cfg.solarize_p[view] > 0:
         ops.append(v2.RandomSolarize(threshold=128, p=cfg.solarize_p[view]))
@@ -41,7 +42,7 @@ def view_transform(cfg: AugConfig, view: int, channels: int) -> v2.Compose:
         ops.append(v2.RandomHorizontalFlip(p=cfg.flip_p))
     ops += [
         v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(_match(cfg.mean, channels), _match(cfg.std, channels)),
+        v2.Normalize(match_channels(cfg.mean, channels), match_channels(cfg.std, channels)),
     ]
     return v2.Compose(ops)
 
@@ -53,12 +54,13 @@ def eval_transform(cfg: AugConfig, channels: int, resize_ratio: float = 1.0) -> 
             v2.Resize(int(round(cfg.image_size / resize_ratio)), antialias=True),
             v2.CenterCrop(cfg.image_size),
             v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(_match(cfg.mean, channels), _match(cfg.std, channels)),
+            v2.Normalize(match_channels(cfg.mean, channels), match_channels(cfg.std, channels)),
         ]
     )
 
 
-def _match(values: list[float], channels: int) -> list[float]:
+def match_channels(values: list[float], channels: int) -> list[float]:
+    """Per-channel mean or std for ``channels`` channels (one value is repeated)."""
     if len(values) == channels:
         return list(values)
     if len(values) == 1:

@@ -8,7 +8,7 @@ the same ops in the same order, each random parameter drawn per sample and per v
 1. RandomResizedCrop(image_size, scale=crop_scale, ratio=(3/4, 4/3)), then
 2. ColorJitter(b, c, s, h) with probability jitter_p (brightness and contrast only on 1 channel),
 3. RandomGrayscale(grayscale_p) (3 channels only),
-4. GaussianBlur(_odd(blur_kernel_frac * image_size), blur_sigma) with probability blur_p[view],
+4. GaussianBlur(odd_kernel(blur_kernel_frac * image_size), blur_sigma) with probability blur_p[view],
 5. RandomSolarize (threshold 128 of 255, i.e. 0.5 on floats) with probability solarize_p[view],
 6. RandomHorizontalFlip(flip_p),
 7. Normalize(mean, std) (a 1-value mean/std is repeated over the channels, as in augment.py).
@@ -75,7 +75,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from .augment import _match, _odd
+from .augment import match_channels, odd_kernel
 from .config import AugConfig
 from .errors import ConfigError
 
@@ -259,11 +259,11 @@ class BatchTwoViews(torch.nn.Module):
         self.grayscale_p = 0.0 if gray else float(cfg.grayscale_p)
         self.blur_p = [float(p) for p in cfg.blur_p]
         self.blur_sigma = (float(cfg.blur_sigma[0]), float(cfg.blur_sigma[1]))
-        self.blur_kernel = _odd(cfg.blur_kernel_frac * cfg.image_size)
+        self.blur_kernel = odd_kernel(cfg.blur_kernel_frac * cfg.image_size)
         self.solarize_p = [float(p) for p in cfg.solarize_p]
         self.flip_p = float(cfg.flip_p)
-        mean = torch.tensor(_match(cfg.mean, channels), dtype=torch.float32).view(1, channels, 1, 1)
-        std = torch.tensor(_match(cfg.std, channels), dtype=torch.float32).view(1, channels, 1, 1)
+        mean = torch.tensor(match_channels(cfg.mean, channels), dtype=torch.float32).view(1, channels, 1, 1)
+        std = torch.tensor(match_channels(cfg.std, channels), dtype=torch.float32).view(1, channels, 1, 1)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
 

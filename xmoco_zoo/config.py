@@ -208,7 +208,9 @@ _CHOICES = {
 }
 
 
-def _merge(base: Any, layer: Any, where: str) -> Any:
+def merge_layer(base: Any, layer: Any, where: str) -> Any:
+    """``OmegaConf.merge(base, layer)``; a key or type the schema refuses becomes a ConfigError naming ``where``,
+    the full key and the nearest valid one."""
     try:
         return OmegaConf.merge(base, layer)
     except OmegaConfBaseException as e:

@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from . import methods  # noqa: F401  (registers the bases, presets and regularizers)
-from .config import Config, ConfigError, _merge, read_layers, validate
+from .config import Config, ConfigError, merge_layer, read_layers, validate
 from .registry import method_config_class, method_layers, validate_method
 
 
@@ -33,7 +33,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     base_schema = schema()
     # Find the method (preset name, and a base set explicitly) first so its defaults slot in under the file and
     # the command line.
-    probe = _merge(_merge(base_schema, file_layer, str(path)), cli_layer, "command line")
+    probe = merge_layer(merge_layer(base_schema, file_layer, str(path)), cli_layer, "command line")
     base = OmegaConf.select(cli_layer, "method.base", default=None) or OmegaConf.select(
         file_layer, "method.base", default=None
     )
@@ -43,9 +43,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         raise ConfigError(f"method.name: {e}") from None
     cfg = base_schema
     for layer in layers:
-        cfg = _merge(cfg, OmegaConf.create(layer), "method defaults")
-    cfg = _merge(cfg, file_layer, str(path))
-    cfg = _merge(cfg, cli_layer, "command line")
+        cfg = merge_layer(cfg, OmegaConf.create(layer), "method defaults")
+    cfg = merge_layer(cfg, file_layer, str(path))
+    cfg = merge_layer(cfg, cli_layer, "command line")
     out: Config = OmegaConf.to_object(cfg)
     validate_method(out.method)
     validate(out)

@@ -2,7 +2,7 @@
 
 A config is the dataclass defaults, then the YAML file (``recipes/configs/eval/*.yaml``), then ``a.b=value``
 overrides. Unknown keys and wrongly typed values are errors naming the key and the nearest valid one
-(the same OmegaConf merging as the pretraining config: :func:`xmoco_zoo.config.read_layers` and ``_merge``).
+(the same OmegaConf merging as the pretraining config: :func:`xmoco_zoo.config.read_layers` and ``merge_layer``).
 
 Input size, mean, std and channels come from the evaluated model's own ``pretrained_cfg`` unless the
 ``aug`` section sets them; process count and mixed precision belong to ``accelerate launch``.
@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ..config import ConfigError, DataConfig, _merge, read_layers, validate_data
+from ..config import ConfigError, DataConfig, merge_layer, read_layers, validate_data
 
 
 @dataclass
@@ -194,8 +194,8 @@ def load_eval_config(protocol: str, path: str | Path | None = None, overrides: l
     if protocol not in SCHEMAS:
         raise ConfigError(f"unknown evaluation {protocol!r}: one of {sorted(SCHEMAS)}")
     file_layer, cli_layer = read_layers(path, overrides)
-    cfg = _merge(OmegaConf.structured(SCHEMAS[protocol]), file_layer, str(path))
-    cfg = _merge(cfg, cli_layer, "command line")
+    cfg = merge_layer(OmegaConf.structured(SCHEMAS[protocol]), file_layer, str(path))
+    cfg = merge_layer(cfg, cli_layer, "command line")
     out = OmegaConf.to_object(cfg)
     validate_eval(out)
     return out
