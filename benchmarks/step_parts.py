@@ -55,12 +55,12 @@ def main(argv=None) -> dict:
 
     def our_step() -> None:
         m = [time.perf_counter()]
-        model.encoder.update(0.99)
+        model.update_momentum(0.99)
         m.append(time.perf_counter())
-        step = model.encode(x1, x2)  # query backbone+head, key backbone+head (split BN, shuffle)
+        emb = model.embed(x1, x2)  # query backbone+head, key backbone+head (split BN, shuffle)
         m.append(time.perf_counter())
-        out = model.base_loss(step)
-        model.after_step(step)
+        out = model.loss(emb)
+        model.enqueue(emb)
         m.append(time.perf_counter())
         out["loss_nce"].backward()
         m.append(time.perf_counter())
@@ -69,7 +69,7 @@ def main(argv=None) -> dict:
         m.append(time.perf_counter())
         lap(
             m,
-            ["EMA update", "encode (q fwd, k fwd)", "loss + enqueue", "backward", "optimizer step"],
+            ["EMA update", "embed (q fwd, k fwd)", "loss + enqueue", "backward", "optimizer step"],
             "mocov2: ",
         )
 
@@ -98,7 +98,7 @@ def main(argv=None) -> dict:
             ot[k].append(time.perf_counter() - a)
     opt_med = {k: statistics.median(v[2:]) for k, v in ot.items()}
 
-    # The one copy of the queue each step reads (MoCoV2.encode), alone, at this queue size and at MoCo v2's 65536.
+    # The one copy of the queue each step reads (MoCoV2.embed), alone, at this queue size and at MoCo v2's 65536.
     clone_med = {}
     for size in sorted({args.queue, 65536}):
         buf = torch.randn(size, model.cfg.dim)

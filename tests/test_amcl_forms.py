@@ -162,7 +162,7 @@ def test_posterior_reduces_to_info_nce_when_every_tau_is_t():
     a0, p, queue = _unit(n, d), _unit(n, d), _unit(30, d)
     # A fixed temperature, β = 0: InfoNCE's value and gradient.
     qa, qb = a0.clone().requires_grad_(), a0.clone().requires_grad_()
-    ref = info_nce(qa, p, queue, t)
+    ref, _ = info_nce(qa, p, queue, t)
     ref.backward()
     loss, _ = amcl_posterior_loss(qb, p, queue, t, beta=0.0)
     loss.backward()
