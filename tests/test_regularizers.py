@@ -420,3 +420,16 @@ def test_amcl_shared_phi_forms_inside_the_method_equal_the_pure_losses_over_head
     for side in ("pos", "neg"):
         for stat in ("mean", "at_min", "at_max"):
             assert f"amcl_tau_{side}_{stat}" in out
+
+
+def test_a_state_dict_of_the_earlier_layout_loads_into_the_regularizer_layer():
+    """Checkpoints written before the regularizer layer held the base's state at the top level (``encoder.*``,
+    ``queue.*``); they load into ``base.*`` unchanged."""
+    torch.manual_seed(0)
+    model = _small_method("co2", {})
+    old = {k.removeprefix("base."): v.clone() for k, v in model.state_dict().items()}
+    assert any(k.startswith("encoder.online.backbone.") for k in old) and "queue.queue" in old
+    fresh = _small_method("co2", {})
+    fresh.load_state_dict(old)
+    for k, v in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v), k
