@@ -47,7 +47,9 @@ class Regularized(nn.Module):
         base.keep_features = any(r.needs_features for r in self.regularizers.values())
         self.keeps_base_loss = not any(r.replaces_base_loss for r in self.regularizers.values())
         # Checkpoints written before this layer existed hold the base's state at the top level.
-        self._register_load_state_dict_pre_hook(_nest_base_keys)
+        self._register_load_state_dict_pre_hook(
+            _nest_base_keys, with_module=True
+        )  # public only in newer torch
 
     @property
     def backbone(self) -> nn.Module:
