@@ -136,7 +136,6 @@ def execute(run: Run) -> dict:
     else:
         seconds = None
     summary = json.loads((out_dir / "summary.json").read_text())
-    metrics = (out_dir / "metrics.csv").read_text().splitlines()
     rec = {
         "id": run.id,
         "cell": run.cell,
@@ -152,7 +151,6 @@ def execute(run: Run) -> dict:
         "resumed": resumed,
         "pretrain_command": " ".join(pre),
         "commit": git_commit(),
-        "metrics_rows": len(metrics) - 1,
     }
     if run.kind == "test":
         sh(run.linear_command(out_dir), log)

@@ -51,7 +51,6 @@ class Similarities:
 
     def __init__(self, emb: Embeddings) -> None:
         up = lambda vs: [None if v is None else at_least_fp32(v) for v in vs]  # noqa: E731
-        self.emb = emb
         self.q, self.k, self.k_all = up(emb.q), up(emb.k), up(emb.k_all)
         self.queue = None if emb.negatives is None else at_least_fp32(emb.negatives)
         self.offset = emb.offset

@@ -71,7 +71,8 @@ class MoCoV3(nn.Module):
 
     def loss(self, emb: Embeddings, sims: Similarities | None = None) -> dict[str, torch.Tensor]:
         """ctr(q1, k2) + ctr(q2, k1) over every process's keys."""
-        sims = sims or Similarities(emb)
+        if sims is None:
+            sims = Similarities(emb)
         t = self.cfg.temperature
         with fp32_region(emb.q[0]):
             loss = sum(contrastive_loss(sims.cross(a), t, sims.offset) for a in sims.pairs)
