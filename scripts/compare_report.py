@@ -43,13 +43,21 @@ def table(records: list[dict], order: list[str]) -> str:
     if val:
         lines += [
             "",
-            "| held-out probe (kNN on 10k images held out of train, seed 0) | kNN | |",
-            "|---|---|---|",
+            "Held-out probes (one seed; kNN on the 10k images held out of train; the best of each cell in bold):",
+            "",
+            "| cell | setting | epochs | kNN, held out | kNN after each epoch | run |",
+            "|---|---|---|---|---|---|",
         ]
         for cell, rs in sorted(val.items(), key=lambda kv: order.index(kv[0])):
-            r = rs[0]
-            result = "diverged" if "diverged" in r else f"{r['knn']:.2f}"
-            lines.append(f"| {cell} | {result} | `{r['id']}` |")
+            best = max((r["knn"] for r in rs if "diverged" not in r), default=None)
+            for r in rs:
+                if "diverged" in r:
+                    result, curve = "diverged", ""
+                else:
+                    result = f"**{r['knn']:.2f}**" if r["knn"] == best and len(rs) > 1 else f"{r['knn']:.2f}"
+                    curve = ", ".join(f"{v:.2f}" for v in r.get("knn_curve", []))
+                setting = r.get("setting", "")
+                lines.append(f"| {cell} | {setting} | {r.get('epochs', '')} | {result} | {curve} | `{r['id']}` |")
     return "\n".join(lines)
 
 

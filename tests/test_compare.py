@@ -27,10 +27,27 @@ def test_table_reports_mean_and_sample_std_over_seeds_and_the_probes():
         {"id": f"m-e6-s{s}", "cell": "m", "kind": "test", "seed": s, "knn": k, "linear": lin}
         for s, k, lin in [(0, 80.0, 83.0), (1, 79.0, 83.5), (2, 81.0, 84.0)]
     ] + [
-        {"id": "m-val-e6-s0", "cell": "m", "kind": "val", "seed": 0, "knn": 77.5},
-        {"id": "a-val-e6-s0", "cell": "a", "kind": "val", "seed": 0, "diverged": "step 3: loss = nan"},
-    ]
+        {"id": "val3-m-x1", "cell": "m", "kind": "val", "seed": 0, "knn": 77.5, "epochs": 3, "setting": "x=1",
+         "knn_curve": [70.0, 75.25, 77.5]},
+        {"id": "val3-m-x2", "cell": "m", "kind": "val", "seed": 0, "knn": 76.0, "epochs": 3, "setting": "x=2"},
+        {"id": "val3-a-y", "cell": "a", "kind": "val", "seed": 0, "setting": "y", "diverged": "step 3: loss = nan"},
+    ]  # fmt: skip
     md = compare_report.table(records, ["m", "a"])
     sd = statistics.stdev([80.0, 79.0, 81.0])
     assert f"| m | 0, 1, 2 | 80.00 ± {sd:.2f} | 83.50 ± 0.50 |" in md
-    assert "| m | 77.50 |" in md and "| a | diverged |" in md
+    # the probes: each setting a row, the best of a cell in bold, its curve, a diverged run said so
+    assert "| m | x=1 | 3 | **77.50** | 70.00, 75.25, 77.50 | `val3-m-x1` |" in md
+    assert "| m | x=2 | 3 | 76.00 |" in md
+    assert "| a | y |  | diverged |" in md
+
+
+def test_knn_curve_reads_the_last_line_of_each_epoch_from_a_resumed_log():
+    log = "epoch 1: kNN top-1 70.00% (k=200)\nepoch 2: kNN top-1 71.00%\n--resume\nepoch 2: kNN top-1 72.50%\n"
+    assert compare_methods.knn_curve(log) == [70.0, 72.5]
+
+
+def test_probe_ids_are_readable_and_probes_use_the_probe_budget():
+    probes = [r for r in compare_methods.queue() if r.kind == "val"]
+    assert probes and all(r.id.startswith(f"val{compare_methods.PROBE_EPOCHS}-") for r in probes)
+    assert all(f"train.epochs={compare_methods.PROBE_EPOCHS}" in r.overrides for r in probes)
+    assert all(r.setting for r in probes)
