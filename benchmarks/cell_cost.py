@@ -1,0 +1,99 @@
+"""What one training step of each comparison cell costs against MoCo v2's, measured side by side in one run.
+
+The method comparison's second budget is equal training wall-clock (docs/results/methods_fmnist.md): a method
+whose step costs r times MoCo v2's trains round(6 / r) epochs where MoCo v2 trains 6. This script measures r for
+each cell exactly as ``recipes/pretrain.py`` trains it: each cell's run is built by the loop's own ``setup`` from
+its config (Fashion-MNIST, resnet10t at half width, batch 256, the batched augmentations) and timed through the
+loop's own ``train_step`` on the same real uint8 batch: views, forward, backward, grad clip, optimizer, momentum
+update, enqueue and the per-step reduction. Interleaved rounds (every cell once per round, rotated order),
+medians, ratios to MoCo v2. The kNN monitor (the same for every method) and data loading are not in the step.
+
+    python benchmarks/cell_cost.py --threads 2                        # every cell, 15 rounds
+    python benchmarks/cell_cost.py --threads 2 --json benchmarks/results/DATE/cell_cost.json
+
+Run it on a quiet machine (no training, no test suite): the ratios decide the equal-time epochs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(Path(__file__).parent))
+
+from regularizer_overhead import cpu_name, interleaved_medians  # noqa: E402
+
+from xmoco_zoo.experiment import load_config  # noqa: E402
+from xmoco_zoo.lifecycle import StopOnSigterm  # noqa: E402
+from xmoco_zoo.pretrain import setup, train_step  # noqa: E402
+
+REFERENCE_EPOCHS = 6
+BASELINE = "mocov2"
+
+
+def cells() -> dict[str, tuple[str, list[str]]]:
+    """Every cell of the comparison (scripts/compare_methods.py), at the settings it is reported with."""
+    import compare_methods
+
+    return dict(compare_methods.CELLS)
+
+
+def build(config: str, overrides: list[str], out: Path):
+    cfg = load_config(str(ROOT / config), [*overrides, f"train.output_dir={out}", "train.trackers=[]"])
+    stop = StopOnSigterm()
+    run = setup(cfg, stop)
+    images, labels = next(iter(run.loader))
+    return run, images, labels
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cells", nargs="+", help="cells to time (default: all)")
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    table = cells()
+    names = args.cells or list(table)
+    if BASELINE not in names:
+        names = [BASELINE, *names]
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {n: build(*table[n], Path(tmp) / n) for n in names}
+
+        def timed(run, images, labels) -> float:
+            t0 = time.perf_counter()
+            train_step(run, images, labels)
+            return time.perf_counter() - t0
+
+        med = interleaved_medians(
+            {n: (lambda r=r: timed(*r)) for n, r in runs.items()}, args.rounds, args.warmup
+        )
+    ratios = {n: med[n] / med[BASELINE] for n in names}
+    result = {
+        "machine": f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}",
+        "setting": f"the comparison's cells (scripts/compare_methods.py CELLS), rounds {args.rounds}",
+        "median_step_s": med,
+        "ratio_to_mocov2": ratios,
+        "equal_time_epochs": {n: max(1, round(REFERENCE_EPOCHS / r)) for n, r in ratios.items()},
+    }
+    print(f"\n{result['setting']}; {result['machine']}")
+    print(f"{'cell':<22} {'median step (s)':>16} {'/ mocov2':>9} {'epochs in 6 of mocov2':>22}")
+    for n in names:
+        print(f"{n:<22} {med[n]:>16.3f} {ratios[n]:>9.3f} {result['equal_time_epochs'][n]:>22d}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
