@@ -12,9 +12,12 @@ its newest checkpoint (``--resume``), so a cut session loses at most one epoch o
 
 Two kinds of run:
 - ``val``: hyperparameter choice. ``data.holdout=10000`` pretrains on 50k train images and scores the kNN monitor
-  on the 10k held-out train images (never the test set). One seed.
+  on the 10k held-out train images (never the test set). One seed, 3 epochs (``PROBE_EPOCHS``).
 - ``test``: the reported cells, 3 seeds each (the seed changes the initialisation and the views), trained on the
-  full 60k train images and scored on the 10k test images by kNN and the linear probe.
+  full 60k train images for 6 epochs and scored on the 10k test images by kNN and the linear probe.
+
+The queue grows as it runs: a tuned method's cell is added, at the setting of its best held-out probe, once all its
+probes are done; AMCL's stage 2 (one setting at a time around the best form) once its forms are probed.
 """
 
 from __future__ import annotations
@@ -119,22 +122,96 @@ PROBES: list[tuple[str, str, str, list[str]]] = [
 ]  # fmt: skip
 
 
+# AMCL, stage 2: one setting at a time around the best form's defaults (FORM_DEFAULTS), once stage 1 is done.
+AMCL_STAGE2: dict[str, dict[str, list]] = {
+    "authors": {"beta": [1e-5, 1e-3, 1e-2], "topk": [20, 500], "tau_min": [1e-3, 0.05], "heads": [1, 5],
+                "weight": [0.3, 3.0]},
+    "posterior": {"beta": [1e-4, 1e-2], "posterior_topk": [100, 1000], "tau_min": [0.02, 0.1], "heads": [1, 5],
+                  "weight": [0.3, 3.0]},
+    "likelihood": {"beta": [0.03, 0.3], "negatives": ["batch"], "tau_min": [0.003], "heads": [1, 5],
+                   "weight": [0.01, 0.1]},
+}  # fmt: skip
+# The cells whose settings the probes choose, and the reported test cells at equal epochs (3 seeds each).
+TUNED = ("co2", "mocov3", "xmoco", "amcl")
+
+
 def probe_id(cell: str, setting: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9.]+", "_", setting.replace("method.", "")).strip("_")
     return f"val{PROBE_EPOCHS}-{cell}-{slug}"
 
 
+def probe(cell: str, setting: str, config: str, overrides: list[str]) -> Run:
+    return Run(probe_id(cell, setting), cell, config, [*overrides, f"train.epochs={PROBE_EPOCHS}"], 0, kind="val",
+               setting=setting)  # fmt: skip
+
+
+def load_record(run: Run) -> dict | None:
+    p = record_path(run)
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def best(runs: list[Run]) -> Run | None:
+    """The probe with the best held-out kNN, once every one of ``runs`` is done (a diverged probe never wins)."""
+    recs = [load_record(r) for r in runs]
+    if not runs or any(r is None for r in recs):
+        return None
+    scored = [(rec["knn"], i) for i, rec in enumerate(recs) if "diverged" not in rec]
+    return runs[max(scored)[1]] if scored else None
+
+
+def amcl_stage2(form_runs: list[Run]) -> list[Run]:
+    """Stage 2 of AMCL's choice: around the best form of stage 1 (nothing until stage 1 is done)."""
+    winner = best(form_runs)
+    if winner is None:
+        return []
+    form = winner.setting.split("=", 1)[1]
+    base = [o for o in winner.overrides if not o.startswith("train.epochs=")]
+    return [
+        probe("amcl", f"form={form} {key}={v}", winner.config, [*base, f"method.amcl.{key}={v}"])
+        for key, values in AMCL_STAGE2[form].items()
+        for v in values
+    ]
+
+
+def test_cell(cell: str, chosen: Run) -> tuple[str, list[str]]:
+    return chosen.config, [o for o in chosen.overrides if not o.startswith("train.epochs=")]
+
+
+def probes() -> list[Run]:
+    runs = [probe(*p) for p in PROBES]
+    return runs + amcl_stage2([r for r in runs if r.cell == "amcl"])
+
+
+def cells(probe_runs: list[Run]) -> dict[str, tuple[str, list[str]]]:
+    """The reported cells: the fixed ones, each tuned method at its chosen setting once its probes are done, and
+    AMCL's other forms at their own defaults (``amcl`` is the best form, tuned)."""
+    out = dict(CELLS)
+    by_cell: dict[str, list[Run]] = {}
+    for r in probe_runs:
+        by_cell.setdefault(r.cell, []).append(r)
+    for cell in TUNED:
+        chosen = best(by_cell.get(cell, []))
+        if chosen is not None:  # amcl: best() waits for stage 2, which exists once stage 1 is done
+            out[cell] = test_cell(cell, chosen)
+    form_runs = [r for r in by_cell.get("amcl", []) if r.setting.startswith("form=") and " " not in r.setting]
+    winner = best(form_runs)
+    if winner is not None and "amcl" in out:
+        for r in form_runs:
+            if r is not winner:
+                out[f"amcl_{r.setting.split('=', 1)[1]}"] = test_cell("amcl", r)
+    return out
+
+
 def queue() -> list[Run]:
+    """Every run, in order: the held-out probes first, then the reported cells (3 seeds each). The queue grows
+    as probes finish: the test cells of a tuned method appear once its choice is made."""
+    probe_runs = probes()
     runs = []
-    for cell, (config, overrides) in CELLS.items():
+    for cell, (config, overrides) in cells(probe_runs).items():
         for seed in SEEDS:
             runs.append(Run(f"{cell}-e6-s{seed}", cell, config, list(overrides), seed))
-    for cell, setting, config, overrides in PROBES:
-        runs.append(
-            Run(probe_id(cell, setting), cell, config, [*overrides, f"train.epochs={PROBE_EPOCHS}"], 0,
-                kind="val", setting=setting)
-        )  # fmt: skip
-    return runs
+    fixed = [r for r in runs if r.cell in CELLS]
+    return fixed + probe_runs + [r for r in runs if r.cell not in CELLS]
 
 
 def record_path(run: Run) -> Path:
@@ -228,13 +305,18 @@ def cmd_list(runs: list[Run]) -> None:
         print(f"{state:5s} {r.id:32s} {extra}")
 
 
-def cmd_run(runs: list[Run], only: str | None) -> None:
-    for r in runs:
-        if only and not re.search(only, r.id):
-            continue
+def cmd_run(only: str | None) -> None:
+    done: set[str] = set()
+    while True:  # the queue is rebuilt after every run: finished probes add the cells they choose
+        todo = [
+            r for r in queue()
+            if (not only or re.search(only, r.id)) and not record_path(r).is_file() and r.id not in done
+        ]  # fmt: skip
+        if not todo:
+            return
+        r = todo[0]
+        done.add(r.id)
         p = record_path(r)
-        if p.is_file():
-            continue
         print(f"[{time.strftime('%H:%M:%S')}] {r.id}: start", flush=True)
         try:
             rec = execute(r)
@@ -273,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.what == "list":
         cmd_list(runs)
     elif a.what == "run":
-        cmd_run(runs, a.only)
+        cmd_run(a.only)
     else:
         from compare_report import report  # noqa: PLC0415  (scripts/compare_report.py)
 

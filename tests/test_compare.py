@@ -1,5 +1,6 @@
 """The method comparison's queue and report (scripts/compare_methods.py): what it runs and how it summarises."""
 
+import json
 import statistics
 import sys
 
@@ -51,3 +52,41 @@ def test_probe_ids_are_readable_and_probes_use_the_probe_budget():
     assert probes and all(r.id.startswith(f"val{compare_methods.PROBE_EPOCHS}-") for r in probes)
     assert all(f"train.epochs={compare_methods.PROBE_EPOCHS}" in r.overrides for r in probes)
     assert all(r.setting for r in probes)
+
+
+def _fake(run, knn: float | None) -> None:
+    p = compare_methods.record_path(run)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    rec = {"id": run.id, "cell": run.cell, "kind": run.kind, "seed": run.seed}
+    rec.update({"knn": knn} if knn is not None else {"diverged": "step 3: loss_amcl = nan"})
+    p.write_text(json.dumps(rec))
+
+
+def test_the_queue_grows_as_the_held_out_probes_choose(tmp_path, monkeypatch):
+    """AMCL's stage 2 appears around the best form once stage 1 is done; a tuned method's 3-seed cell appears
+    with the best probe's settings once all its probes are done; a diverged probe never wins."""
+    monkeypatch.setattr(compare_methods, "OUT", tmp_path)
+    ids = lambda: [r.id for r in compare_methods.queue()]  # noqa: E731
+    assert not any(i.startswith(("co2-e6", "amcl-e6")) for i in ids())
+    forms = [r for r in compare_methods.probes() if r.cell == "amcl"]
+    assert [r.setting for r in forms] == ["form=authors", "form=posterior", "form=likelihood"]
+    for r, knn in zip(forms, (None, 80.0, 79.0)):  # authors diverges, posterior is best
+        _fake(r, knn)
+    stage2 = [r for r in compare_methods.probes() if r.cell == "amcl"][3:]
+    assert stage2 and all(r.setting.startswith("form=posterior ") for r in stage2)
+    assert all("method.amcl.form=posterior" in r.overrides for r in stage2)
+    assert "amcl-e6-s0" not in ids()  # stage 2 not done yet
+    for i, r in enumerate(stage2):
+        _fake(r, 81.0 if i == 1 else 70.0)
+    cells = compare_methods.cells(compare_methods.probes())
+    config, overrides = cells["amcl"]
+    assert f"method.amcl.{stage2[1].setting.split()[1]}" in overrides
+    assert not any(o.startswith("train.epochs=") for o in overrides)  # the cell trains the full 6 epochs
+    assert "amcl_likelihood" in cells and "amcl_authors" in cells and "amcl_posterior" not in cells
+    co2 = [r for r in compare_methods.probes() if r.cell == "co2"]
+    for i, r in enumerate(co2):
+        _fake(r, 78.0 + i)
+    assert {"co2-e6-s0", "co2-e6-s1", "co2-e6-s2"} <= set(ids())
+    assert compare_methods.cells(compare_methods.probes())["co2"][1] == [
+        o for o in co2[-1].overrides if not o.startswith("train.epochs=")
+    ]
