@@ -33,7 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "docs" / "results" / "methods_fmnist"
+# Where the records go: XMOCO_COMPARE_OUT lets a queue run from a second checkout (pinned at one commit, so that
+# edits to the working tree do not change a running queue) while it writes the records into the working tree.
+OUT = Path(os.environ.get("XMOCO_COMPARE_OUT", ROOT / "docs" / "results" / "methods_fmnist"))
 RUNS_DIR = ROOT / "runs" / "compare"
 LAUNCH = [
     "accelerate", "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
