@@ -88,6 +88,66 @@ def bar_chart(records: list[dict], order: list[str], out: Path) -> None:
     fig.savefig(out, dpi=120)
 
 
+AMCL_CURVES = {  # panel title -> metrics.csv keys (train/ prefix), drawn per AMCL form probe
+    "temperature, mean (log scale)": ("amcl_tau_pos_mean", "amcl_tau_neg_mean"),
+    "share of temperatures at tau_min": ("amcl_tau_pos_at_min", "amcl_tau_neg_at_min"),
+    "share of temperatures at tau_max": ("amcl_tau_pos_at_max", "amcl_tau_neg_at_max"),
+    "cosine of positives / negatives": ("amcl_sim_pos", "amcl_sim_neg"),
+}
+
+
+def read_metrics(path: Path) -> dict[str, tuple[list[int], list[float]]]:
+    """A run's metrics.csv (step, key, value rows) as key -> (steps, values)."""
+    import csv
+
+    out: dict[str, tuple[list[int], list[float]]] = {}
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            steps, values = out.setdefault(row["key"], ([], []))
+            steps.append(int(row["step"]))
+            values.append(float(row["value"]))
+    return out
+
+
+def amcl_curves(runs: list, runs_dir: Path, out: Path) -> bool:
+    """AMCL's forms side by side over training (held-out probes of stage 1): the kNN monitor, the temperatures'
+    mean and their shares at each bound (positives solid, negatives dashed), and the cosines of positives and
+    negatives (a collapse shows as both going to 1). False when no probe's metrics are here (runs/ is not
+    committed: the figure is drawn where the queue ran)."""
+    forms = [r for r in runs if r.cell == "amcl" and r.kind == "val" and " " not in r.setting]
+    found = [(r, runs_dir / r.id / "metrics.csv") for r in forms]
+    found = [(r, p) for r, p in found if p.is_file()]
+    if not found:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 1 + len(AMCL_CURVES), figsize=(4 * (1 + len(AMCL_CURVES)), 3.4))
+    for i, (r, path) in enumerate(found):
+        m, color = read_metrics(path), f"C{i}"
+        knn = m.get("eval/knn_top1")
+        if knn:
+            axes[0].plot(*knn, marker="o", color=color, label=r.setting)
+        for ax, keys in zip(axes[1:], AMCL_CURVES.values()):
+            for key, ls in zip(keys, ("-", "--")):
+                if f"train/{key}" in m:
+                    ax.plot(*m[f"train/{key}"], ls=ls, color=color, lw=1)
+    axes[0].set_title("kNN, held out (%)", fontsize=9)
+    axes[0].legend(fontsize=7)
+    for ax, title in zip(axes[1:], AMCL_CURVES):
+        ax.set_title(title + "\n(solid: positives, dashed: negatives)", fontsize=8)
+    axes[1].set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("step", fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def report(out_dir: Path, runs: list) -> None:
     """Rewrite the table between the markers of docs/results/methods_fmnist.md and draw the chart."""
     records = [json.loads(p.read_text()) for p in sorted((out_dir / "runs").glob("*.json"))]
@@ -100,4 +160,9 @@ def report(out_dir: Path, runs: list) -> None:
         head, rest = text.split(BEGIN, 1)
         text = head + BEGIN + "\n" + md + "\n" + END + rest.split(END, 1)[1]
         page.write_text(text)
-    bar_chart(records, order, out_dir.parent.parent / "images" / "methods_fmnist_seeds.png")
+    images = out_dir.parent.parent / "images"
+    bar_chart(records, order, images / "methods_fmnist_seeds.png")
+    from compare_methods import RUNS_DIR  # noqa: PLC0415
+
+    if amcl_curves(runs, RUNS_DIR, images / "amcl_forms_fmnist.png"):
+        print(f"wrote {images / 'amcl_forms_fmnist.png'}")

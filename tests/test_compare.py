@@ -90,3 +90,17 @@ def test_the_queue_grows_as_the_held_out_probes_choose(tmp_path, monkeypatch):
     assert compare_methods.cells(compare_methods.probes())["co2"][1] == [
         o for o in co2[-1].overrides if not o.startswith("train.epochs=")
     ]
+
+
+def test_amcl_curves_draw_each_form_from_its_metrics(tmp_path):
+    runs = [r for r in compare_methods.probes() if r.cell == "amcl"][:2]
+    for i, r in enumerate(runs):
+        rows = ["step,key,value", f"0,eval/knn_top1,{60 + i}", f"10,train/amcl_tau_pos_mean,{0.1 + i}"]
+        rows += [f"10,train/amcl_tau_neg_at_min,{0.5}", f"200,eval/knn_top1,{70 + i}"]
+        (tmp_path / r.id).mkdir()
+        (tmp_path / r.id / "metrics.csv").write_text("\n".join(rows) + "\n")
+    m = compare_report.read_metrics(tmp_path / runs[1].id / "metrics.csv")
+    assert m["eval/knn_top1"] == ([0, 200], [61.0, 71.0])
+    out = tmp_path / "amcl.png"
+    assert compare_report.amcl_curves(runs, tmp_path, out) and out.stat().st_size > 1000
+    assert not compare_report.amcl_curves(runs, tmp_path / "missing", tmp_path / "none.png")
