@@ -27,13 +27,11 @@ def mocov3_mlp(
     num_layers: int, in_dim: int, hidden_dim: int, out_dim: int, last_bn: bool = True
 ) -> nn.Sequential:
     """MoCo v3's MLP: (Linear(no bias)-BN-ReLU) × (L−1), then Linear(no bias) and optionally BN(affine=False)."""
+    widths = [in_dim] + [hidden_dim] * (num_layers - 1)  # the input of each layer
     layers: list[nn.Module] = []
-    for i in range(num_layers):
-        d_in = in_dim if i == 0 else hidden_dim
-        d_out = out_dim if i == num_layers - 1 else hidden_dim
-        layers.append(nn.Linear(d_in, d_out, bias=False))
-        if i < num_layers - 1:
-            layers += [nn.BatchNorm1d(d_out), nn.ReLU(inplace=True)]
-        elif last_bn:
-            layers.append(nn.BatchNorm1d(d_out, affine=False))
+    for d_in, d_hidden in zip(widths, widths[1:]):
+        layers += [nn.Linear(d_in, d_hidden, bias=False), nn.BatchNorm1d(d_hidden), nn.ReLU(inplace=True)]
+    layers.append(nn.Linear(widths[-1], out_dim, bias=False))
+    if last_bn:
+        layers.append(nn.BatchNorm1d(out_dim, affine=False))
     return nn.Sequential(*layers)

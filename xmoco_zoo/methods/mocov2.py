@@ -1,7 +1,8 @@
 """MoCo v2: a momentum encoder, a queue of negatives and shuffle BN.
 
-He et al., https://arxiv.org/abs/1911.05722; Chen et al., https://arxiv.org/abs/2003.04297. Read beside
-facebookresearch/moco's ``moco/builder.py``: ``forward`` is the same four steps, in the same order.
+He et al., https://arxiv.org/abs/1911.05722; Chen et al., https://arxiv.org/abs/2003.04297. ``forward`` is the
+steps of the paper's Algorithm 1: the momentum update (the paper's update after the previous step's SGD), queries
+and keys, InfoNCE over the queue, the enqueue.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """MoCo v3: symmetric in-batch contrast with a predictor and a cosine momentum schedule.
 
-Chen, Xie, He, https://arxiv.org/abs/2104.02057. Read beside facebookresearch/moco-v3's ``moco/builder.py``:
-``forward`` is the same steps, in the same order.
+Chen, Xie, He, https://arxiv.org/abs/2104.02057. ``forward`` is the steps of the paper's Algorithm 1: the
+momentum update (the paper's update after the previous step's SGD), queries and keys of both views, the
+symmetrized ctr(q1, k2) + ctr(q2, k1).
 """
 
 from __future__ import annotations
