@@ -159,3 +159,24 @@ def test_sync_bn_conversion_keeps_the_momentum_copy_frozen():
     convert_sync_batchnorm(model, torch.device("cpu"))
     assert any(isinstance(m, AllReduceBatchNorm) for m in model.encoder.momentum.modules())
     assert {n for n, p in model.named_parameters() if p.requires_grad} == trainable
+
+
+def test_sincos_position_embedding_against_a_per_element_loop():
+    """Each patch (row r, column c) gets [sin(c·f_i)…, cos(c·f_i)…, sin(r·f_i)…, cos(r·f_i)…], f_i =
+    10000^(−i/(dim/4)); the class token gets zeros. Written element by element from that definition."""
+    import math
+
+    from xmoco_zoo.backbone import sincos_2d_pos_embed
+
+    h, w, dim = 3, 5, 16
+    got = sincos_2d_pos_embed(h, w, dim, num_prefix=1)
+    assert got.shape == (1, 1 + h * w, dim) and not got[0, 0].any()
+    q = dim // 4
+    for r in range(h):
+        for c in range(w):
+            row = got[0, 1 + r * w + c]
+            for i in range(q):
+                f = 1.0 / 10000.0 ** (i / q)
+                want = [math.sin(c * f), math.cos(c * f), math.sin(r * f), math.cos(r * f)]
+                for part, v in enumerate(want):
+                    assert abs(row[part * q + i].item() - v) < 1e-6

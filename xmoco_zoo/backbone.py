@@ -35,20 +35,20 @@ def is_vit(backbone: nn.Module) -> bool:
 def sincos_2d_pos_embed(
     grid_h: int, grid_w: int, dim: int, num_prefix: int, temperature: float = 10000.0
 ) -> torch.Tensor:
-    """MoCo v3's fixed 2-D sin-cos position embedding, zeros for the prefix (class) tokens. Shape (1, P+HW, dim)."""
+    """A fixed 2-D sin-cos position embedding (the MoCo v3 paper's ViT stabiliser), zeros for the prefix (class)
+    tokens. Shape (1, P+HW, dim)."""
     if dim % 4:
         raise ConfigError(
             f"sin-cos position embedding needs an embed dim divisible by 4, got {dim}: "
             "change the ViT's embed_dim or set method.fixed_pos_embed=false"
         )
-    gy, gx = torch.meshgrid(
-        torch.arange(grid_h, dtype=torch.float32), torch.arange(grid_w, dtype=torch.float32), indexing="ij"
-    )
-    pos_dim = dim // 4
-    omega = 1.0 / temperature ** (torch.arange(pos_dim, dtype=torch.float32) / pos_dim)
-    out_w = gx.flatten()[:, None] * omega[None]
-    out_h = gy.flatten()[:, None] * omega[None]
-    emb = torch.cat([out_w.sin(), out_w.cos(), out_h.sin(), out_h.cos()], dim=1)
+    # Each patch (row r, column c), in row-major order, gets [sin(c·f), cos(c·f), sin(r·f), cos(r·f)] over the
+    # dim/4 frequencies f_i = temperature^(−i/(dim/4)) (the Transformer's sinusoids, one half per axis).
+    freqs = 1.0 / temperature ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
+    rows = torch.arange(grid_h, dtype=torch.float32).repeat_interleave(grid_w)
+    cols = torch.arange(grid_w, dtype=torch.float32).repeat(grid_h)
+    angles = [torch.outer(axis, freqs) for axis in (cols, rows)]
+    emb = torch.cat([f(a) for a in angles for f in (torch.sin, torch.cos)], dim=1)
     return torch.cat([torch.zeros(num_prefix, dim), emb])[None]
 
 
