@@ -40,11 +40,22 @@ BASELINE = "mocov2"
 
 
 def cells() -> dict[str, tuple[str, list[str]]]:
-    """Every reported cell of the comparison (scripts/compare_methods.py), at the settings it is reported with
-    (a tuned method appears once its held-out probes have chosen them)."""
+    """Every reported cell of the comparison (scripts/compare_methods.py) at the settings it is reported with; a
+    tuned method whose probes have not chosen yet at its first probe's settings (its defaults), and each AMCL form
+    as ``amcl_<form>`` (the step's cost hardly depends on the weights; AMCL's form, heads and top-k change it)."""
     import compare_methods
 
-    return compare_methods.cells(compare_methods.probes())
+    probes = compare_methods.probes()
+    out = compare_methods.cells(probes)
+    for r in probes:
+        if r.cell == "amcl":
+            if not r.setting.startswith("form=") or " " in r.setting:
+                continue  # stage 2
+            name = f"amcl_{r.setting.split('=', 1)[1]}"
+        else:
+            name = r.cell
+        out.setdefault(name, compare_methods.test_cell(r.cell, r))
+    return out
 
 
 def build(config: str, overrides: list[str], out: Path):

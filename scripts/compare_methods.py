@@ -175,8 +175,13 @@ def amcl_stage2(form_runs: list[Run]) -> list[Run]:
     ]
 
 
+# Overrides that size a probe to its 3 epochs, not part of the setting a cell inherits (its config's own values apply).
+PROBE_ONLY = ("train.epochs=", "train.warmup_epochs=")
+
+
 def test_cell(cell: str, chosen: Run) -> tuple[str, list[str]]:
-    return chosen.config, [o for o in chosen.overrides if not o.startswith("train.epochs=")]
+    """The (config, overrides) of a 6-epoch cell at the setting of probe ``chosen``."""
+    return chosen.config, [o for o in chosen.overrides if not o.startswith(PROBE_ONLY)]
 
 
 def probes() -> list[Run]:

@@ -81,7 +81,7 @@ def test_the_queue_grows_as_the_held_out_probes_choose(tmp_path, monkeypatch):
     cells = compare_methods.cells(compare_methods.probes())
     config, overrides = cells["amcl"]
     assert f"method.amcl.{stage2[1].setting.split()[1]}" in overrides
-    assert not any(o.startswith("train.epochs=") for o in overrides)  # the cell trains the full 6 epochs
+    assert not any(o.startswith(("train.epochs=", "train.warmup_epochs=")) for o in overrides)  # 6 epochs
     assert "amcl_likelihood" in cells and "amcl_authors" in cells and "amcl_posterior" not in cells
     co2 = [r for r in compare_methods.probes() if r.cell == "co2"]
     for i, r in enumerate(co2):
@@ -104,3 +104,11 @@ def test_amcl_curves_draw_each_form_from_its_metrics(tmp_path):
     out = tmp_path / "amcl.png"
     assert compare_report.amcl_curves(runs, tmp_path, out) and out.stat().st_size > 1000
     assert not compare_report.amcl_curves(runs, tmp_path / "missing", tmp_path / "none.png")
+
+
+def test_a_cell_does_not_inherit_the_probe_budget():
+    probe = next(r for r in compare_methods.probes() if r.cell == "mocov3")
+    assert "train.warmup_epochs=0.5" in probe.overrides and "train.epochs=3" in probe.overrides
+    config, overrides = compare_methods.test_cell("mocov3", probe)
+    assert config == probe.config and "method.temperature=1.0" in overrides
+    assert not any(o.startswith(("train.epochs=", "train.warmup_epochs=")) for o in overrides)
