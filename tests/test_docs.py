@@ -112,7 +112,7 @@ def run_page(name: str, cwd: Path) -> list[str]:
 def test_the_skip_marker_and_the_smoke_overrides():
     blocks = code_blocks(DOCS / "data.md")
     skipped = [code for _, code, run in blocks if not run]
-    assert len(skipped) == 2 and all(
+    assert len(skipped) == 3 and all(
         "data.hf_path=ORG/NAME" in c or "ILSVRC/imagenet-1k" in c for c in skipped
     )
     first, second = bash_script(
@@ -136,7 +136,7 @@ def test_train_on_your_own_data(tmp_path):
                 Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
     (tmp_path / "recipes").symlink_to(ROOT / "recipes")
     run_page("data.md", tmp_path)
-    for run in ("my_images", "my_dataset"):
+    for run in ("my_images", "my_dataset", "my_dataset_streamed"):
         assert (tmp_path / "runs" / run / "backbone" / "model.safetensors").is_file(), run
     assert (tmp_path / "runs" / "eval" / "my_dataset" / "results" / "linear_hf_validation.json").is_file()
 

@@ -7,6 +7,7 @@ local kinds, a ``save_to_disk`` folder and a folder of parquet files, and as a H
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -22,7 +23,7 @@ from xmoco_zoo.data import BadImageError, BadImageWarning, labelled_splits, synt
 from xmoco_zoo.experiment import load_config
 from xmoco_zoo.protocols.common import labelled_data
 
-from .conftest import ROOT, TINY, run_cli, run_pretrain
+from .conftest import HOOKED_RECIPE, ROOT, TINY, launch_two, run_cli, run_pretrain
 from .hub_servers import hub_env, make_mirror_repo, olah_server, requires_olah
 
 datasets = pytest.importorskip("datasets", reason="the hf extra: pip install 'xmoco-zoo[hf]'")
@@ -143,6 +144,201 @@ def test_streaming_keeps_the_first_rows_of_each_split(hf_data):
     assert labels != [full[i][1] for i in range(40)] and len(shuffled) == 40
 
 
+# ------------------------------------------------------------------------------------------- a whole stream
+
+STREAM = ["data.hf_streaming=true", "knn.max_train=48", "knn.batch_size=32", "knn.k=10"]
+
+
+@pytest.mark.parametrize("kind,batched", [("disk", False), ("parquet", True)])
+def test_pretrain_two_steps_from_a_whole_stream(hf_data, tmp_path, kind, batched):
+    """The train split streamed whole (data.hf_stream_rows null), per-image and batched views; the kNN monitor
+    keeps the first knn.max_train train rows and the whole test split."""
+    out = tmp_path / "run"
+    run_pretrain(
+        *TINY,
+        "data.dataset=hf",
+        f"data.hf_path={hf_data[kind]}",
+        *(PARQUET_KEYS + ["data.hf_stream_epoch_rows=64"] if kind == "parquet" else []),
+        *STREAM,
+        f"aug.batched={str(batched).lower()}",
+        "train.max_steps=2",
+        f"train.output_dir={out}",
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2 and 0 <= summary["knn_top1"] <= 100
+    split = "validation" if kind == "parquet" else "test"
+    record = json.loads((out / "backbone" / "results" / f"knn_hf_{split}.json").read_text())
+    assert record["protocol_args"]["bank"] == 48 and record["protocol_args"]["queries"] == 32
+
+
+def _stream_cfg(path: Path, *overrides: str) -> DataConfig:
+    return _cfg(path, "data.hf_streaming=true", "knn.enabled=false", *overrides)
+
+
+def _parquet_repo(root: Path, card: str | None = None) -> Path:
+    """Fresh parquet files (train 64, validation 32) in a Hub repo's layout, with a dataset card if given: files
+    never loaded before, so no info about them sits in the Hugging Face cache from an earlier test."""
+    for split, data_split, n in (("train", "train", 64), ("validation", "test", 32)):
+        _dataset(data_split, n, "img", "y").to_parquet(str(root / "data" / f"{split}-00000-of-00001.parquet"))
+    if card is not None:
+        (root / "README.md").write_text(card)
+    return root
+
+
+def test_the_epoch_length_comes_from_the_dataset_info_or_the_config(hf_data, tmp_path):
+    from xmoco_zoo.hf_data import open_train_stream
+
+    assert open_train_stream(_stream_cfg(hf_data["disk"]), 3, seed=0).epoch_rows == 64  # the saved length
+    # A Hub dataset repo's card gives each split's num_examples.
+    card = (
+        "---\ndataset_info:\n  splits:\n  - name: train\n    num_bytes: 1\n    num_examples: 64\n"
+        "  - name: validation\n    num_bytes: 1\n    num_examples: 32\n---\n"
+    )
+    repo = _parquet_repo(tmp_path / "repo", card)
+    assert open_train_stream(_stream_cfg(repo, *PARQUET_KEYS), 3, seed=0).epoch_rows == 64
+    # Local parquet files say nothing: the config must.
+    bare = _parquet_repo(tmp_path / "bare")
+    with pytest.raises(ConfigError) as e:
+        open_train_stream(_stream_cfg(bare, *PARQUET_KEYS), 3, seed=0)
+    assert "set data.hf_stream_epoch_rows=N" in str(e.value) and "\n" not in str(e.value)
+    d = _stream_cfg(bare, *PARQUET_KEYS, "data.hf_stream_epoch_rows=50")
+    assert open_train_stream(d, 3, seed=0).epoch_rows == 50
+
+
+def test_stream_rows_epochs_differ_resume_skips_and_a_short_shard_starts_again(hf_data):
+    from xmoco_zoo.data import StreamImages, StreamRows
+    from xmoco_zoo.hf_data import open_train_stream
+
+    stream = open_train_stream(_stream_cfg(hf_data["disk"]), 3, seed=0)
+    images = StreamImages(stream.decode, stream.epoch_rows, stream.where)
+
+    def epoch(sampler: StreamRows, e: int, skip: int = 0) -> list[bytes]:
+        sampler.set_epoch(e, skip)
+        return [r.row["image"]["bytes"] for r in sampler]
+
+    rows = StreamRows(stream.rows, 64)
+    e0, e1 = epoch(rows, 0), epoch(rows, 1)
+    assert len(e0) == 64 and len(set(e0)) == 64 and set(e0) == set(e1)  # every row once per epoch
+    assert e0 != e1 and epoch(rows, 0) == e0  # seeded by (train.seed, epoch)
+    assert epoch(rows, 1, skip=40) == e1[40:] and len(rows) == 24  # a resumed epoch: the same rows after 40
+
+    ref = synthetic("train", size=64, num_classes=4, image_size=32, seed=3).images
+    rows.set_epoch(0)
+    batch = images.__getitems__(list(itertools.islice(rows, 4)))
+    assert all(label == 0 and any(torch.equal(img, r) for r in ref) for img, label in batch)
+
+    longer = StreamRows(stream.rows, 100)  # more rows than the shard has: it starts again, in the same order
+    assert epoch(longer, 0) == e0 + e0[:36]
+    longer.set_epoch(0)
+    assert [r.index for r in longer] == list(range(100))
+
+
+def test_an_unreadable_streamed_image_is_replaced_within_its_batch_or_named(tmp_path):
+    from xmoco_zoo.data import StreamImages, StreamRows
+    from xmoco_zoo.hf_data import open_train_stream
+
+    good = _dataset("train", 4).cast_column("image", datasets.Image(decode=False))
+    rows = good.to_list()
+    rows[1]["image"] = {"bytes": b"not an image", "path": None}
+    datasets.Dataset.from_list(rows, features=good.features).save_to_disk(str(tmp_path / "bad"))
+    stream = open_train_stream(_stream_cfg(tmp_path / "bad", "data.hf_stream_shuffle_buffer=0"), 3, seed=0)
+    sampler = StreamRows(stream.rows, 4)
+    batch = list(sampler)  # stored order: row 1 is the bad one
+    images = StreamImages(stream.decode, 4, stream.where)
+    with pytest.warns(BadImageWarning, match=r"split 'train' \(streamed\) epoch 1 row 1"):
+        out = images.__getitems__(batch)
+    assert [label for _, label in out] == [0, -1, 0, 0] and torch.equal(out[1][0], out[2][0])
+    with pytest.raises(BadImageError, match="epoch 1 row 1: cannot be decoded"):
+        StreamImages(stream.decode, 4, stream.where, on_bad="error").__getitems__(batch)
+
+
+def test_two_processes_read_disjoint_shards_for_the_same_number_of_steps(hf_data, tmp_path):
+    """4 parquet shards of 40, 8, 8 and 8 rows: each process gets two whole shards (16 or 48 rows), and both run
+    32 rows (2 batches of 16) per epoch, the short one starting its shard again."""
+    from xmoco_zoo.data import StreamRows
+    from xmoco_zoo.hf_data import open_train_stream
+
+    full = _dataset("train", 64)
+    start = 0
+    for i, n in enumerate((40, 8, 8, 8)):
+        full.select(range(start, start + n)).to_parquet(str(tmp_path / "shards" / f"part-{i}.parquet"))
+        start += n
+    d = _stream_cfg(
+        tmp_path / "shards" / "*.parquet", "data.hf_test_split=null", "data.hf_stream_epoch_rows=64"
+    )
+    seen = []
+    for rank in range(2):
+        stream = open_train_stream(d, 3, seed=0, rank=rank, processes=2)
+        assert stream.rows.n_shards == 2
+        sampler = StreamRows(stream.rows, stream.epoch_rows // (2 * 16) * 16, rank, processes=2)
+        sampler.set_epoch(0)
+        rows = list(sampler)
+        assert len(rows) == len(sampler) == 32 and {r.index % 2 for r in rows} == {rank}
+        seen.append({r.row["image"]["bytes"] for r in rows})
+    assert not seen[0] & seen[1] and sorted(map(len, seen)) == [16, 32]  # the 16-row shard went round twice
+
+
+def test_a_whole_stream_resumes_mid_epoch_bitwise(hf_data, tmp_path):
+    """SIGTERM after step 6 (2 batches into epoch 2) with 2 loader workers, resumed without workers: the final
+    weights, momentum encoder, queue and optimizer state equal an uninterrupted run's, bit for bit."""
+    from safetensors.torch import load_file
+
+    args = [*TINY, "data.dataset=hf", f"data.hf_path={hf_data['disk']}", *STREAM]
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    run_pretrain(*args, f"train.output_dir={ref}")
+    proc = subprocess.run(
+        [sys.executable, str(HOOKED_RECIPE), *args, "data.num_workers=2", f"train.output_dir={out}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "XMOCO_TEST_SIGNAL_AT_STEP": "6:TERM"},
+        timeout=300,
+    )
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    assert (out / "checkpoints" / "epoch_0001_step_00000006").is_dir()
+    resumed = run_pretrain(*args, f"train.output_dir={out}", "--resume")
+    assert "batch 2 of epoch 2" in resumed.stdout
+    a = load_file(str(ref / "checkpoints/epoch_0002/model.safetensors"))
+    b = load_file(str(out / "checkpoints/epoch_0002/model.safetensors"))
+    assert a.keys() == b.keys() and "queue.queue" in a
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs from the uninterrupted run"
+    oa = torch.load(ref / "checkpoints/epoch_0002/optimizer.bin", weights_only=True)
+    ob = torch.load(out / "checkpoints/epoch_0002/optimizer.bin", weights_only=True)
+    for i, st in oa["state"].items():
+        for name, t in st.items():
+            assert torch.equal(t, ob["state"][i][name]), f"optimizer state {i}/{name} differs"
+    assert (
+        json.loads((ref / "summary.json").read_text())["knn_top1"]
+        == json.loads((out / "summary.json").read_text())["knn_top1"]
+    )
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_pretrain_on_uneven_stream_shards(tmp_path):
+    """Under accelerate launch (2 CPU processes): the shards of 48 and 16 rows give both processes 2 steps per
+    epoch (a process that ran dry early would hang the other in a collective)."""
+    full = _dataset("train", 64)
+    start = 0
+    for i, n in enumerate((40, 8, 8, 8)):
+        full.select(range(start, start + n)).to_parquet(str(tmp_path / "shards" / f"part-{i}.parquet"))
+        start += n
+    out = tmp_path / "run"
+    proc = launch_two(
+        *TINY,
+        "data.dataset=hf",
+        f"data.hf_path={tmp_path / 'shards' / '*.parquet'}",
+        "data.hf_test_split=null",
+        "data.hf_streaming=true",
+        "data.hf_stream_epoch_rows=64",
+        f"train.output_dir={out}",
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "2 process(es) x batch 16, 2 steps/epoch" in proc.stdout
+    assert json.loads((out / "summary.json").read_text())["steps"] == 4
+
+
 def test_unlabelled_data_pretrains_without_a_test_split(hf_data):
     train, test = hf_splits_of(hf_data["disk"], "data.hf_label_column=null")
     assert test is None and len(train) == 64 and train[3][1] == 0
@@ -207,8 +403,19 @@ def test_the_pretrain_command_ends_on_that_line(hf_data, tmp_path):
 def test_config_mistakes(tmp_path):
     with pytest.raises(ConfigError, match="needs data.hf_path"):
         load_config(None, ["data.dataset=hf"])
-    with pytest.raises(ConfigError, match="data.hf_stream_rows"):
-        load_config(None, ["data.dataset=hf", "data.hf_path=x/y", "data.hf_streaming=true"])
+    streaming = ["data.dataset=hf", "data.hf_path=x/y", "data.hf_streaming=true"]
+    with pytest.raises(ConfigError, match="set knn.max_train=N"):  # a whole stream: the bank needs rows
+        load_config(None, streaming)
+    load_config(None, [*streaming, "knn.max_train=1000"])
+    load_config(None, [*streaming, "data.hf_test_split=null"])  # no monitor
+    with pytest.raises(ConfigError, match="data.subset draws random rows"):
+        load_config(None, [*streaming, "knn.enabled=false", "data.subset=100"])
+    with pytest.raises(ConfigError, match="data.hf_stream_epoch_rows=0"):
+        load_config(None, [*streaming, "knn.enabled=false", "data.hf_stream_epoch_rows=0"])
+    from xmoco_zoo.protocols.config import load_eval_config
+
+    with pytest.raises(ConfigError, match="the evaluations index samples.*data.hf_stream_rows"):
+        load_eval_config("knn", None, streaming)
     from xmoco_zoo.data import DatasetNotFoundError
 
     with pytest.raises(DatasetNotFoundError, match="not a local save_to_disk folder"):

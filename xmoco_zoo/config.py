@@ -138,11 +138,17 @@ class DataConfig:
     )
     hf_train_split: str = "train"
     hf_test_split: str | None = "test"  # the kNN monitor's queries and the evaluations' test set; null: none
-    # Stream the splits instead of downloading them whole, keeping the first hf_stream_rows rows of each (held
-    # in memory, encoded): the training loop's seeded order and exact resume need random access.
+    # Stream the splits instead of downloading them (docs/data.md). hf_stream_rows=N keeps the first N rows of
+    # each split in memory, encoded (the evaluations index samples, so they need it); null: pretraining reads the
+    # whole train split, epoch after epoch, each process its shard, and the kNN monitor keeps knn.max_train rows.
     hf_streaming: bool = False
     hf_stream_rows: int | None = None
-    hf_stream_shuffle_buffer: int = 0  # >0: read each stream through a shuffle buffer this large (seeded)
+    # A whole stream's epoch, in rows over all processes; null: the split's num_examples from the dataset's info
+    # (a Hub dataset's card usually has it; local parquet files do not).
+    hf_stream_epoch_rows: int | None = None
+    # Read each stream through a shuffle buffer this large, seeded by train.seed and the epoch (0: stored order);
+    # null: 10000 for a whole stream, 0 for the first hf_stream_rows rows.
+    hf_stream_shuffle_buffer: int | None = None
 
 
 @dataclass
@@ -154,7 +160,8 @@ class KnnConfig:
     at_start: bool = False  # also evaluate the random initialisation before training (the baseline)
     k: int = 200
     temperature: float = 0.1
-    max_train: int | None = None  # cap the memory bank (None: the whole labelled train split)
+    # Cap the memory bank (None: the whole labelled train split); needed for a whole stream (data.hf_streaming).
+    max_train: int | None = None
     max_test: int | None = None
     batch_size: int = 512
 
@@ -258,23 +265,52 @@ def _yaml_problem(e: Exception) -> str:
     return f"{problem}, line {mark.line + 1}" if mark is not None else problem
 
 
-def validate_data(d: DataConfig) -> None:
-    """Checks of the data section shared by the pretraining and evaluation configs."""
+def validate_data(d: DataConfig, whole_stream: bool = False) -> None:
+    """Checks of the data section shared by the pretraining and evaluation configs; ``whole_stream``: the
+    consumer reads a whole stream (pretraining), so ``data.hf_stream_rows`` may be null."""
     if d.dataset == "hf" and not d.hf_path:
         raise ConfigError(
             "data.dataset=hf needs data.hf_path: a Hub dataset id (ORG/NAME), a save_to_disk folder, "
             "a folder of parquet files or a parquet file (docs/data.md)"
         )
-    if d.hf_streaming and (d.hf_stream_rows is None or d.hf_stream_rows < 1):
+    for key in ("hf_stream_rows", "hf_stream_epoch_rows"):
+        if getattr(d, key) is not None and getattr(d, key) < 1:
+            raise ConfigError(f"data.{key}={getattr(d, key)}: a number of rows, >= 1 (or null)")
+    if d.hf_stream_shuffle_buffer is not None and d.hf_stream_shuffle_buffer < 0:
+        raise ConfigError(f"data.hf_stream_shuffle_buffer={d.hf_stream_shuffle_buffer}: >= 0 (0: no shuffle)")
+    if streams_whole(d) and not whole_stream:
         raise ConfigError(
-            "data.hf_streaming=true reads the first data.hf_stream_rows rows of each split: set it "
-            "(e.g. data.hf_stream_rows=100000)"
+            "data.hf_streaming=true: the evaluations index samples, so they read the first data.hf_stream_rows "
+            "rows of each split: set it (e.g. data.hf_stream_rows=100000)"
+        )
+
+
+def streams_whole(d: DataConfig) -> bool:
+    """Pretraining reads the whole train split as a stream (data.hf_streaming, no data.hf_stream_rows)."""
+    return d.dataset == "hf" and d.hf_streaming and d.hf_stream_rows is None
+
+
+def validate_whole_stream(cfg: Config) -> None:
+    """What needs random access over the train split cannot read a whole stream: say which key to set."""
+    d = cfg.data
+    if d.subset or d.holdout:
+        key = "data.subset" if d.subset else "data.holdout"
+        raise ConfigError(
+            f"{key} draws random rows of the train split, which a whole stream (data.hf_streaming=true, "
+            f"data.hf_stream_rows=null) cannot: set {key}=null, or data.hf_stream_rows=N to use its first N rows"
+        )
+    if cfg.knn.enabled and d.hf_label_column and d.hf_test_split and cfg.knn.max_train is None:
+        raise ConfigError(
+            "data.hf_streaming=true streams the whole train split, and the kNN monitor's bank needs random "
+            "access: set knn.max_train=N (the split's first N rows, held in memory), or knn.enabled=false"
         )
 
 
 def validate(cfg: Config) -> None:
     """Check the sections other than ``method`` (:func:`xmoco_zoo.registry.validate_method` checks that one)."""
-    validate_data(cfg.data)
+    validate_data(cfg.data, whole_stream=True)
+    if streams_whole(cfg.data):
+        validate_whole_stream(cfg)
     for (section, key), allowed in _CHOICES.items():
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:

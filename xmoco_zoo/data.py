@@ -3,17 +3,21 @@
 Every dataset yields ``(uint8 image tensor (C, H, W), label)``. :class:`TwoViewDataset` wraps one for
 pretraining and seeds each sample's augmentation from (seed, epoch, index), so the views do not depend
 on the number of loader workers or processes and a resumed run sees the same views as an uninterrupted one.
+A stream (a Hugging Face split read whole, xmoco_zoo.hf_data) is pretrained on through :class:`StreamRows`, a
+sampler that reads it, and :class:`StreamImages`, which decodes its rows in the loader workers, seeded alike.
 """
 
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
 import re
 import struct
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -216,23 +220,25 @@ class ReadableImages(Dataset):
             try:
                 image = self.folder.loader(path)
             except (RuntimeError, OSError, ValueError) as e:
-                # torchvision's messages start with the C++ function and source line: keep the reason only.
-                reason = re.sub(
-                    r"^\w+, \S+:\d+, ", "", str(e).strip().splitlines()[0] if str(e).strip() else ""
-                )
-                if self.on_bad == "error":
-                    raise BadImageError(
-                        f"{path}: cannot be decoded ({reason or type(e).__name__}); remove or replace the file, "
-                        "or set data.on_bad_image=skip to skip such files with a warning"
-                    ) from e
-                warnings.warn(
-                    f"unreadable image skipped: {path} ({reason or type(e).__name__})",
-                    BadImageWarning,
-                    stacklevel=2,
-                )
+                bad_image(path, e, self.on_bad)
                 continue
             return image, (target if attempt == 0 else -1)
         raise BadImageError(f"no readable image in {self.folder.root}; check data.root")
+
+
+def bad_image(where: object, e: Exception, on_bad: str) -> None:
+    """An image at ``where`` could not be decoded: a :class:`BadImageWarning` (``on_bad="skip"``, the caller
+    replaces it) or a :class:`BadImageError` naming it."""
+    # torchvision's messages start with the C++ function and source line: keep the reason only.
+    reason = re.sub(r"^\w+, \S+:\d+, ", "", str(e).strip().splitlines()[0] if str(e).strip() else "")
+    if on_bad == "error":
+        raise BadImageError(
+            f"{where}: cannot be decoded ({reason or type(e).__name__}); remove or replace the file, "
+            "or set data.on_bad_image=skip to skip such files with a warning"
+        ) from e
+    warnings.warn(
+        f"unreadable image skipped: {where} ({reason or type(e).__name__})", BadImageWarning, stacklevel=3
+    )
 
 
 def image_folder(root: str | Path, on_bad_image: str = "skip") -> ReadableImages:
@@ -268,8 +274,14 @@ class TwoViewDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
         img, label = self.base[i]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + i)
+            torch.manual_seed(sample_seed(self.seed, self.epoch, i))
             return self.views(img), label
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of one sample's views: a function of where the sample is (not of a running RNG), so any number
+    of loader workers, and a resumed run, draw the same views."""
+    return (seed * 1_000_003 + epoch) * 10_000_019 + index
 
 
 class TransformDataset(Dataset):
@@ -305,13 +317,120 @@ class EpochSampler(Sampler[int]):
         return iter(torch.randperm(self.n, generator=g).tolist())
 
 
-def labelled_splits(cfg, channels: int) -> tuple[Dataset, Dataset | None]:
+class StreamRow(NamedTuple):
+    """One row of a stream, as :class:`StreamRows` hands it to a loader worker."""
+
+    epoch: int
+    index: int  # unique among the epoch's rows of every process: position in this process's share x P + rank
+    row: Any  # what the stream yields (for a Hugging Face stream, a dict with the encoded image)
+
+
+class StreamRows(Sampler[StreamRow]):
+    """A stream's rows as a DataLoader's sampler: ``rows`` rows per epoch of this process's shard.
+
+    A DataLoader hands whatever its sampler yields to the workers, so the stream is read once per process, here,
+    and only the decoding and the views (the costly part) run in the workers: the batches do not depend on the
+    number of workers. ``stream`` is re-iterable, with ``set_epoch(epoch)`` choosing the epoch's order (a
+    ``datasets.IterableDataset``). A shard that runs dry before ``rows`` starts again, so every process runs
+    the same number of steps (a process that stopped early would leave the others waiting in a collective).
+    """
+
+    def __init__(self, stream: Any, rows: int, rank: int = 0, processes: int = 1) -> None:
+        self.stream, self.rows, self.rank, self.processes = stream, rows, rank, processes
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Iterate epoch ``epoch`` from its row ``skip`` on (the rows a resumed mid-epoch checkpoint trained on
+        are read again, in the same order, but not handed on)."""
+        self.epoch, self.skip = epoch, skip
+
+    def __len__(self) -> int:
+        return self.rows - self.skip
+
+    def __iter__(self) -> Iterator[StreamRow]:
+        epoch, skip = self.epoch, self.skip
+        rows = itertools.islice(self._cycle(epoch), skip, self.rows)
+        for position, row in enumerate(rows, start=skip):
+            yield StreamRow(epoch, position * self.processes + self.rank, row)
+
+    def _cycle(self, epoch: int) -> Iterator[Any]:
+        """Epoch ``epoch``'s order of the shard, again and again."""
+        while True:
+            self.stream.set_epoch(epoch)
+            empty = True
+            for row in self.stream:
+                empty = False
+                yield row
+            if empty:
+                raise DatasetError(
+                    f"process {self.rank} of {self.processes} got no rows: the stream is empty"
+                )
+
+
+class StreamImages(Dataset):
+    """The images of :class:`StreamRow` batches (the loader of a stream, :class:`StreamRows`): each
+    ``(uint8 image (C, H, W), 0)``, or with ``views``, ``((view1, view2), 0)`` seeded by (seed, epoch, row index)
+    as :class:`TwoViewDataset` does.
+
+    Labels are not read (pretraining uses none); an image that cannot be decoded is replaced by the next
+    readable one of its batch with label -1 and a :class:`BadImageWarning` (``on_bad="skip"``; deterministic,
+    so a resumed run sees the same data), or stops with a :class:`BadImageError` naming the row.
+    """
+
+    def __init__(
+        self,
+        decode: Callable[[Any], torch.Tensor],
+        rows: int,
+        where: str,
+        on_bad: str = "skip",
+        views: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        seed: int = 0,
+    ) -> None:
+        if on_bad not in ("skip", "error"):
+            raise ConfigError(f"on_bad_image={on_bad!r}: use 'skip' or 'error'")
+        self.decode, self.rows, self.where, self.on_bad = decode, rows, where, on_bad
+        self.views, self.seed = views, seed
+
+    def __len__(self) -> int:
+        return self.rows  # one epoch, every process
+
+    def __getitem__(self, row: StreamRow) -> tuple[Any, int]:
+        return self.__getitems__([row])[0]
+
+    def __getitems__(self, batch: list[StreamRow]) -> list[tuple[Any, int]]:
+        images = [self._read(r) for r in batch]
+        readable = [k for k, img in enumerate(images) if img is not None]
+        if not readable:
+            raise BadImageError(f"{self.where}: no readable image in a batch of {len(batch)} streamed rows")
+        out = []
+        for k, r in enumerate(batch):
+            j = next((j for j in readable if j >= k), readable[0])  # the next readable image, wrapping around
+            img = images[j]
+            if self.views is not None:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(sample_seed(self.seed, r.epoch, r.index))
+                    img = self.views(img)
+            out.append((img, 0 if j == k else -1))
+        return out
+
+    def _read(self, r: StreamRow) -> torch.Tensor | None:
+        try:
+            return self.decode(r.row)
+        except (RuntimeError, OSError, ValueError) as e:
+            bad_image(f"{self.where} (streamed) epoch {r.epoch + 1} row {r.index}", e, self.on_bad)
+            return None
+
+
+def labelled_splits(
+    cfg, channels: int, rows: tuple[int | None, int | None] | None = None
+) -> tuple[Dataset, Dataset | None]:
     """The (train, test) labelled splits of the configured dataset; test is None when there is none.
 
     ``cfg`` is a :class:`xmoco_zoo.config.Config`. Pretraining uses the train split's images only. With
     ``data.holdout=N`` the test split is N images held out of the train split (:func:`holdout_split`).
+    ``rows``: the (train, test) rows to keep of a streamed Hugging Face dataset, instead of data.hf_stream_rows.
     """
-    train, test = _dataset_splits(cfg, channels)
+    train, test = _dataset_splits(cfg, channels, rows)
     if cfg.data.holdout:
         return holdout_split(train, cfg.data.holdout, cfg.data.holdout_seed)
     return train, test
@@ -338,7 +457,9 @@ def split_name(data) -> str:
     return "val" if data.dataset == "imagefolder" else "test"
 
 
-def _dataset_splits(cfg, channels: int) -> tuple[Dataset, Dataset | None]:
+def _dataset_splits(
+    cfg, channels: int, rows: tuple[int | None, int | None] | None = None
+) -> tuple[Dataset, Dataset | None]:
     d = cfg.data
     if d.dataset == "fashion_mnist":
         return (
@@ -373,7 +494,7 @@ def _dataset_splits(cfg, channels: int) -> tuple[Dataset, Dataset | None]:
     if d.dataset == "hf":
         from .hf_data import hf_splits  # late: datasets is an optional dependency
 
-        train, test = hf_splits(d, channels, seed=cfg.train.seed)
+        train, test = hf_splits(d, channels, seed=cfg.train.seed, rows=rows)
         return ReadableImages(train, d.on_bad_image), (
             None if test is None else ReadableImages(test, d.on_bad_image)
         )

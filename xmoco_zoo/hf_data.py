@@ -13,15 +13,28 @@ The image column (``data.hf_image_column``) may be an ``Image`` feature or an ar
 the label column (``data.hf_label_column``) a ``ClassLabel``, integers or strings (mapped to sorted class ids).
 Images are decoded to uint8 tensors (C, H, W) with ``channels`` channels, like every other dataset here.
 
-Streaming (``data.hf_streaming``) reads each split as a stream and keeps its first ``data.hf_stream_rows`` rows
-(the encoded images, not decoded): pretraining visits samples in a seeded random order and resumes exactly, and
-the evaluations index samples, which needs random access, so a part of a dataset too large to download is used,
-not the whole stream epoch after epoch.
+Streaming (``data.hf_streaming``) reads the splits as ``datasets.IterableDataset`` streams, never downloaded:
+
+- ``data.hf_stream_rows=N``: the first N rows of each split are kept in memory (encoded, decoded when read), drawn
+  through a seeded shuffle buffer if ``data.hf_stream_shuffle_buffer`` > 0. The evaluations need this: they index
+  samples.
+- ``data.hf_stream_rows=null``, pretraining only: the whole train split, epoch after epoch
+  (:func:`open_train_stream`). Only the image column is read, through a shuffle buffer
+  (``data.hf_stream_shuffle_buffer``, 10000 unless set) seeded by ``train.seed`` and the epoch, and split across
+  processes with ``datasets.distributed.split_dataset_by_node`` (whole shards per process when their number
+  divides evenly, else every process reads the stream and keeps every P-th row). An epoch is
+  ``data.hf_stream_epoch_rows`` rows, or the split's ``num_examples`` from the dataset's info; each process trains
+  on ``rows // (processes x batch)`` full batches of its shard and starts its shard again if it runs dry, so every
+  process runs the same steps. The rows are read in the training process and decoded in the loader workers
+  (:class:`xmoco_zoo.data.StreamRows`); a mid-epoch resume reads the epoch's first rows again (not decoded) to
+  continue exactly. The kNN monitor keeps the first ``knn.max_train`` train rows and ``knn.max_test`` test rows
+  (all of them when null) in memory, as with ``hf_stream_rows``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,9 +42,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .errors import DatasetNotFoundError
+from .errors import ConfigError, DatasetNotFoundError
 
-__all__ = ["HFDataError", "HFImages", "hf_splits", "open_splits"]
+__all__ = ["HFDataError", "HFImages", "TrainStream", "hf_splits", "open_splits", "open_train_stream"]
+
+WHOLE_STREAM_SHUFFLE_BUFFER = 10_000  # data.hf_stream_shuffle_buffer's default for a whole stream
 
 
 class HFDataError(ValueError):
@@ -73,7 +88,7 @@ def open_splits(d: Any) -> Mapping[str, Any]:
         if _is_saved_folder(path):
             loaded = datasets.load_from_disk(str(path))
             if d.hf_streaming:
-                loaded = {k: v.to_iterable_dataset() for k, v in _as_dict(loaded).items()}
+                loaded = {k: _stream_of(v, k) for k, v in _as_dict(loaded).items()}
         elif _is_parquet_files(src):
             loaded = datasets.load_dataset("parquet", data_files={"train": src}, streaming=d.hf_streaming)
         else:
@@ -92,6 +107,16 @@ def open_splits(d: Any) -> Mapping[str, Any]:
             "Hugging Face cache from an earlier online load."
         ) from e
     return _as_dict(loaded)
+
+
+def _stream_of(ds: Any, split: str) -> Any:
+    """A saved split as a stream that still knows its length (``to_iterable_dataset`` leaves the info's splits
+    empty), as a Hub dataset's stream knows it from the card: a whole stream's epoch is that long."""
+    datasets = _datasets()
+    stream = ds.to_iterable_dataset()
+    stream.info.splits = datasets.SplitDict()
+    stream.info.splits.add(datasets.SplitInfo(name=split, num_examples=len(ds)))
+    return stream
 
 
 def _as_dict(loaded: Any) -> dict[str, Any]:
@@ -118,19 +143,89 @@ def _check(src: str, splits: Mapping[str, Any], split: str, columns: list[tuple[
             )
 
 
-def _materialize(stream: Any, d: Any, seed: int) -> Any:
-    """The first ``d.hf_stream_rows`` rows of a stream (optionally through a seeded shuffle buffer) as an
-    in-memory ``datasets.Dataset``: encoded images, decoded only when a sample is read."""
+def shuffle_buffer(d: Any) -> int:
+    """The shuffle buffer of ``d``'s streams: data.hf_stream_shuffle_buffer, or its default (none for the first
+    rows of a split, :data:`WHOLE_STREAM_SHUFFLE_BUFFER` for a whole stream)."""
+    if d.hf_stream_shuffle_buffer is not None:
+        return d.hf_stream_shuffle_buffer
+    return WHOLE_STREAM_SHUFFLE_BUFFER if d.hf_stream_rows is None else 0
+
+
+def _encoded(stream: Any, column: str) -> Any:
+    """The stream with its ``Image`` column left encoded (``{"bytes", "path"}``): decoded only when a sample is
+    read, in the loader workers."""
     datasets = _datasets()
-    features = stream.features or {}
-    if isinstance(features.get(d.hf_image_column), datasets.Image):
-        stream = stream.cast_column(d.hf_image_column, datasets.Image(decode=False))
-    if d.hf_stream_shuffle_buffer > 0:
-        stream = stream.shuffle(seed=seed, buffer_size=d.hf_stream_shuffle_buffer)
-    rows = list(stream.take(d.hf_stream_rows))
-    if not rows:
+    if isinstance((stream.features or {}).get(column), datasets.Image):
+        stream = stream.cast_column(column, datasets.Image(decode=False))
+    return stream
+
+
+def _materialize(stream: Any, d: Any, seed: int, rows: int | None) -> Any:
+    """The first ``rows`` rows of a stream (all of them if None; through a seeded shuffle buffer if
+    :func:`shuffle_buffer`) as an in-memory ``datasets.Dataset``: encoded images, decoded only when read."""
+    datasets = _datasets()
+    stream = _encoded(stream, d.hf_image_column)
+    if shuffle_buffer(d) > 0:
+        stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer(d))
+    kept = list(stream if rows is None else stream.take(rows))
+    if not kept:
         raise HFDataError(f"{d.hf_path}: the stream is empty")
-    return datasets.Dataset.from_list(rows, features=stream.features)
+    return datasets.Dataset.from_list(kept, features=stream.features)
+
+
+class TrainStream(NamedTuple):
+    """This process's share of the train split, streamed whole for pretraining (:func:`open_train_stream`)."""
+
+    rows: Any  # datasets.IterableDataset: this process's shard, encoded, its order set by set_epoch(epoch)
+    epoch_rows: int  # the rows of one epoch, all processes together
+    decode: Callable[[Mapping[str, Any]], torch.Tensor]  # row -> uint8 (C, H, W), in the workers: picklable
+    where: str  # the split, for messages: ``ORG/NAME split 'train'``
+
+
+def open_train_stream(d: Any, channels: int, seed: int, rank: int = 0, processes: int = 1) -> TrainStream:
+    """The train split as process ``rank``'s shard of a seeded, shuffled stream of its image column.
+
+    Raises:
+        ConfigError: the epoch's length is unknown (no num_examples in the dataset's info) and
+            data.hf_stream_epoch_rows is not set.
+    """
+    _datasets()  # the extra's install hint, if need be
+    from datasets.distributed import split_dataset_by_node
+
+    if channels not in (1, 3):
+        raise ValueError(
+            f"Hugging Face images are decoded as grayscale or RGB: in_chans 1 or 3, got {channels}"
+        )
+    splits = open_splits(d)
+    split, column = d.hf_train_split, d.hf_image_column
+    _check(d.hf_path, splits, split, [(column, "hf_image_column")], "hf_train_split")
+    stream = splits[split]
+    epoch_rows = d.hf_stream_epoch_rows or _num_examples(stream, split)
+    if not epoch_rows:
+        raise ConfigError(
+            f"{d.hf_path} split {split!r} streams without a length (no num_examples in the dataset's info): "
+            "set data.hf_stream_epoch_rows=N, the rows of one epoch (e.g. the split's size)"
+        )
+    # Pretraining reads no labels: only the image column is streamed.
+    stream = _encoded(stream.select_columns([column]), column)
+    if shuffle_buffer(d) > 0:
+        stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer(d))
+    stream = split_dataset_by_node(stream, rank=rank, world_size=processes)
+    return TrainStream(
+        stream, epoch_rows, partial(decode_row, column, channels), f"{d.hf_path} split {split!r}"
+    )
+
+
+def _num_examples(stream: Any, split: str) -> int | None:
+    """The split's length as the dataset's info gives it (a Hub dataset's card), or None."""
+    splits = getattr(stream.info, "splits", None) or {}
+    info = splits.get(split)
+    return info.num_examples if info is not None and info.num_examples else None
+
+
+def decode_row(column: str, channels: int, row: Mapping[str, Any]) -> torch.Tensor:
+    """The image of a stream's row (see :func:`decode`)."""
+    return decode(row[column], channels)
 
 
 class RowRef(NamedTuple):
@@ -259,9 +354,14 @@ def _labels(
     return torch.from_numpy(labels), names
 
 
-def hf_splits(d: Any, channels: int, seed: int = 0) -> tuple[Dataset, Dataset | None]:
+def hf_splits(
+    d: Any, channels: int, seed: int = 0, rows: tuple[int | None, int | None] | None = None
+) -> tuple[Dataset, Dataset | None]:
     """(train, test) of ``data.dataset=hf`` (``d`` is a :class:`xmoco_zoo.config.DataConfig`); test is None
-    when ``d.hf_test_split`` is null or the data is unlabelled (``d.hf_label_column`` null)."""
+    when ``d.hf_test_split`` is null or the data is unlabelled (``d.hf_label_column`` null).
+
+    Streamed, each split is its first ``d.hf_stream_rows`` rows, or ``rows`` (train, test) when given (the kNN
+    monitor of a whole stream: knn.max_train, knn.max_test; None keeps a split whole)."""
     splits = open_splits(d)
     label = d.hf_label_column
     wanted = [("hf_train_split", d.hf_train_split)]
@@ -272,10 +372,11 @@ def hf_splits(d: Any, channels: int, seed: int = 0) -> tuple[Dataset, Dataset | 
         _check(d.hf_path, splits, split, columns, key)
     out: list[Dataset] = []
     classes: tuple[str, ...] | None = None
-    for _, split in wanted:
+    kept = rows or (d.hf_stream_rows, d.hf_stream_rows)
+    for n, (_, split) in enumerate(wanted):
         ds = splits[split].select_columns([c for c, _ in columns])
         if d.hf_streaming:
-            ds = _materialize(ds, d, seed)
+            ds = _materialize(ds, d, seed, kept[n])
         where = f"{d.hf_path} split {split!r}"
         if label:
             targets, classes = _labels(ds, label, where, classes)

@@ -23,26 +23,36 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, send_to_device, set_seed
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .augment import TwoViews, eval_transform
 from .batch_augment import BatchTwoViews
-from .config import Config, ConfigError, to_dict, to_yaml
-from .data import EpochSampler, TransformDataset, TwoViewDataset, labelled_splits, split_name, subset
+from .config import Config, ConfigError, streams_whole, to_dict, to_yaml
+from .data import (
+    EpochSampler,
+    StreamImages,
+    StreamRows,
+    TransformDataset,
+    TwoViewDataset,
+    labelled_splits,
+    split_name,
+    subset,
+)
 from .distributed import broadcast_norm_buffers, convert_sync_batchnorm
 from .errors import run_main
 from .experiment import load_config
 from .export import export_model
+from .hf_data import open_train_stream
 from .knn import extract_features, knn_accuracy
 from .lifecycle import NonFiniteLossError, StopOnSigterm, TrainingInterrupted, any_process, ignore_sigterm
 from .logging import CSVTracker, flatten
@@ -96,8 +106,8 @@ class Run:
     model: torch.nn.Module  # as prepared (DDP under several processes): what a step calls
     method: torch.nn.Module  # the same, unwrapped: its ``backbone`` is evaluated and exported
     optimizer: torch.optim.Optimizer
-    loader: DataLoader
-    sampler: EpochSampler
+    loader: DataLoader  # prepared, except a stream's (each process reads its own shard)
+    sampler: EpochSampler | StreamRows
     dataset: Dataset
     knn_loaders: tuple[DataLoader, DataLoader] | None
     batch_views: BatchTwoViews | None  # aug.batched: the views are made per batch on the device
@@ -249,13 +259,18 @@ def setup(cfg: Config, stop: StopOnSigterm, after_step: Sequence[StepHook] = ())
     accelerator = create_accelerator(cfg)
     set_seed(cfg.train.seed)
     channels = int(cfg.model.kwargs.get("in_chans", 3))
-    loader, sampler, dataset, knn_loaders = build_loaders(cfg, channels)
+    loader, sampler, dataset, knn_loaders = build_loaders(
+        cfg, channels, accelerator.process_index, accelerator.num_processes
+    )
     model = create_model(cfg, accelerator)
     total_batch = cfg.train.batch_size * accelerator.num_processes
     peak_lr = cfg.train.base_lr * total_batch / 256
     optimizer = create_optimizer(model, cfg.train, peak_lr)
 
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    if isinstance(sampler, StreamRows):  # already this process's shard: Accelerate must not shard it again
+        model, optimizer = accelerator.prepare(model, optimizer)
+    else:
+        model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     if knn_loaders is not None:
         knn_loaders = accelerator.prepare(*knn_loaders)
     state = TrainState()
@@ -302,8 +317,17 @@ def create_accelerator(cfg: Config) -> Accelerator:
     )
 
 
-def build_loaders(cfg: Config, channels: int) -> tuple[DataLoader, EpochSampler, Dataset, tuple | None]:
+def build_loaders(
+    cfg: Config, channels: int, rank: int = 0, processes: int = 1
+) -> tuple[DataLoader, EpochSampler | StreamRows, Dataset, tuple | None]:
     """The pretraining loader, its sampler and dataset, and the kNN monitor's (bank, queries) loaders or None."""
+    if streams_whole(cfg.data):
+        loader, sampler, images = build_stream_loader(cfg, channels, rank, processes)
+        # The monitor indexes its bank and queries: the first knn.max_train / knn.max_test rows, held in memory.
+        monitored = cfg.knn.enabled and cfg.data.hf_label_column and cfg.data.hf_test_split
+        rows = (cfg.knn.max_train, cfg.knn.max_test)
+        train_split, test_split = labelled_splits(cfg, channels, rows) if monitored else (None, None)
+        return loader, sampler, images, monitor_loaders(cfg, channels, train_split, test_split)
     train_split, test_split = labelled_splits(cfg, channels)
     pretrain_images = subset(train_split, cfg.data.subset, cfg.train.seed)
     if cfg.aug.batched:  # the loader yields the raw uint8 images; BatchTwoViews makes the views on the device
@@ -311,12 +335,11 @@ def build_loaders(cfg: Config, channels: int) -> tuple[DataLoader, EpochSampler,
     else:
         pretrain_ds = TwoViewDataset(pretrain_images, TwoViews(cfg.aug, channels), seed=cfg.train.seed)
     sampler = EpochSampler(len(pretrain_ds), seed=cfg.train.seed)
-    workers = cfg.data.num_workers
     loader = DataLoader(
         pretrain_ds,
         batch_size=cfg.train.batch_size,
         sampler=sampler,
-        num_workers=workers,
+        num_workers=cfg.data.num_workers,
         # MoCo's convention; with drop_last=false a short last batch is padded by Accelerate to a full batch
         # per process under several processes, and reaches the method as is in one process.
         drop_last=cfg.train.drop_last,
@@ -324,18 +347,55 @@ def build_loaders(cfg: Config, channels: int) -> tuple[DataLoader, EpochSampler,
         persistent_workers=False,
         worker_init_fn=ignore_sigterm,
     )
-    knn_loaders = None
-    if cfg.knn.enabled and test_split is not None:
-        tf = eval_transform(
-            cfg.aug, channels, resize_ratio=1.0 if cfg.data.dataset != "imagefolder" else 0.875
+    return loader, sampler, pretrain_ds, monitor_loaders(cfg, channels, train_split, test_split)
+
+
+def build_stream_loader(
+    cfg: Config, channels: int, rank: int, processes: int
+) -> tuple[DataLoader, StreamRows, StreamImages]:
+    """The loader of a whole streamed train split (data.hf_streaming, data.hf_stream_rows null): this process's
+    shard, ``rows // (processes x batch)`` full batches per epoch, yielding what the map-style loader yields."""
+    stream = open_train_stream(cfg.data, channels, cfg.train.seed, rank, processes)
+    batch = cfg.train.batch_size
+    rows = stream.epoch_rows // (processes * batch) * batch
+    if rows == 0:
+        raise ConfigError(
+            f"an epoch of {stream.where} is {stream.epoch_rows} rows, fewer than one batch of {batch} per process "
+            f"({processes} process(es)): lower train.batch_size, or raise data.hf_stream_epoch_rows"
         )
-        bank = TransformDataset(subset(train_split, cfg.knn.max_train, cfg.train.seed), tf)
-        query = TransformDataset(subset(test_split, cfg.knn.max_test, cfg.train.seed), tf)
-        knn_loaders = tuple(
-            DataLoader(d, batch_size=cfg.knn.batch_size, num_workers=workers, worker_init_fn=ignore_sigterm)
-            for d in (bank, query)
+    sampler = StreamRows(stream.rows, rows, rank, processes)
+    views = None if cfg.aug.batched else TwoViews(cfg.aug, channels)
+    images = StreamImages(
+        stream.decode, stream.epoch_rows, stream.where, cfg.data.on_bad_image, views, seed=cfg.train.seed
+    )
+    loader = DataLoader(
+        images,
+        batch_size=batch,
+        sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        drop_last=True,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+        worker_init_fn=ignore_sigterm,
+    )
+    return loader, sampler, images
+
+
+def monitor_loaders(
+    cfg: Config, channels: int, train_split: Dataset | None, test_split: Dataset | None
+) -> tuple[DataLoader, DataLoader] | None:
+    """The kNN monitor's (bank, queries) loaders, or None when it is off or there is no test split."""
+    if not cfg.knn.enabled or train_split is None or test_split is None:
+        return None
+    tf = eval_transform(cfg.aug, channels, resize_ratio=1.0 if cfg.data.dataset != "imagefolder" else 0.875)
+    bank = TransformDataset(subset(train_split, cfg.knn.max_train, cfg.train.seed), tf)
+    query = TransformDataset(subset(test_split, cfg.knn.max_test, cfg.train.seed), tf)
+    return tuple(
+        DataLoader(
+            d, batch_size=cfg.knn.batch_size, num_workers=cfg.data.num_workers, worker_init_fn=ignore_sigterm
         )
-    return loader, sampler, pretrain_ds, knn_loaders
+        for d in (bank, query)
+    )
 
 
 def create_model(cfg: Config, accelerator: Accelerator) -> torch.nn.Module:
@@ -503,19 +563,9 @@ def train_epoch(run: Run) -> bool:
     """
     cfg, accelerator, state = run.cfg, run.accelerator, run.state
     epoch = state.epoch
-    # The prepared loader re-applies its own epoch counter at every __iter__ (it restarts at 0 in a
-    # resumed process): set it, and it passes the epoch on to the sampler. The dataset's epoch seeds the views.
-    run.loader.set_epoch(epoch)
-    run.sampler.set_epoch(epoch)
-    if isinstance(run.dataset, TwoViewDataset):  # per-image views are seeded by the epoch
-        run.dataset.set_epoch(epoch)
-    batches = run.loader
-    if state.epoch_step:  # resuming a mid-epoch checkpoint: the same order, from the next batch
-        batches = accelerator.skip_first_batches(run.loader, state.epoch_step)
-        batches.set_epoch(epoch)
     window, bad_images, stopped = LogWindow(), 0.0, False
     bar = tqdm(
-        batches,
+        epoch_batches(run),
         desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
         initial=state.epoch_step,
         total=run.steps_per_epoch,
@@ -545,6 +595,32 @@ def train_epoch(run: Run) -> bool:
             "readable image of the folder (data.on_bad_image=skip); the warnings name the files"
         )
     return stopped
+
+
+def epoch_batches(run: Run) -> Iterable:
+    """Epoch ``state.epoch``'s batches from batch ``state.epoch_step`` on (non-zero when resuming a mid-epoch
+    checkpoint): the same order and views as an uninterrupted run."""
+    state, epoch = run.state, run.state.epoch
+    if isinstance(run.sampler, StreamRows):  # not prepared: its skipped rows are read again but not decoded
+        run.sampler.set_epoch(epoch, skip=state.epoch_step * run.cfg.train.batch_size)
+        return on_device(run.loader, run.accelerator.device)
+    # The prepared loader re-applies its own epoch counter at every __iter__ (it restarts at 0 in a
+    # resumed process): set it, and it passes the epoch on to the sampler. The dataset's epoch seeds the views.
+    run.loader.set_epoch(epoch)
+    run.sampler.set_epoch(epoch)
+    if isinstance(run.dataset, TwoViewDataset):  # per-image views are seeded by the epoch
+        run.dataset.set_epoch(epoch)
+    if not state.epoch_step:
+        return run.loader
+    batches = run.accelerator.skip_first_batches(run.loader, state.epoch_step)
+    batches.set_epoch(epoch)
+    return batches
+
+
+def on_device(loader: DataLoader, device: torch.device) -> Iterator:
+    """The batches of a loader Accelerate did not prepare, on the training device as a prepared one's are."""
+    for batch in loader:
+        yield send_to_device(batch, device, non_blocking=loader.pin_memory)
 
 
 # ---------------------------------------------------------------- end of epoch, end of run
