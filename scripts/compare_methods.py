@@ -277,6 +277,7 @@ def execute(run: Run) -> dict:
         "knn_split": "val (10k held out of train)" if run.kind == "val" else "test",
         "knn_init": summary["knn_init"],
         "pretrain_seconds": seconds,
+        "train_minutes": summary.get("train_minutes"),  # the epochs alone (no start-up, kNN or checkpoints)
         "resumed": resumed,
         "pretrain_command": " ".join(pre),
         "commit": git_commit(),

@@ -54,6 +54,14 @@ def test_pretrain_logs_checkpoints_and_exports_a_timm_model(tmp_path, tiny_args)
     ]
     head = timm.create_model(f"local-dir:{out / 'backbone'}", pretrained=True, num_classes=10)
     assert head(x).shape == (4, 10)
+    # the card's training minutes and machine: the epochs' wall-clock, logged and summed
+    training = cfg["xmoco_zoo"]["training"]
+    minutes = series["time/train_minutes"]
+    assert [step for step, _ in minutes] == [8, 16, 24] and minutes[0][1] < minutes[-1][1]
+    assert training["train_minutes"] == summary["train_minutes"] == round(minutes[-1][1], 2)
+    assert "torch " in training["machine"]
+    card = (out / "backbone" / "README.md").read_text()
+    assert f"{training['train_minutes']:.0f} min on {training['machine']}" in card
 
 
 @pytest.mark.parametrize("method,batched", [("mocov2", False), ("mocov3", False), ("mocov2", True)])

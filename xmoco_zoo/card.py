@@ -147,7 +147,10 @@ def _training_text(meta: dict[str, Any]) -> str:
     steps = f" ({t['steps']:,} steps)" if t.get("steps") is not None else ""
     procs = t.get("processes", 1)
     epochs = t.get("epochs", "?")
-    return f"{epochs} epoch{'' if epochs == 1 else 's'}{steps} of batch {t.get('batch_size', '?')} ({procs} process{'es' if procs != 1 else ''})"
+    text = f"{epochs} epoch{'' if epochs == 1 else 's'}{steps} of batch {t.get('batch_size', '?')} ({procs} process{'es' if procs != 1 else ''})"
+    if t.get("train_minutes") is not None:
+        text += f", {t['train_minutes']:.0f} min" + (f" on {t['machine']}" if t.get("machine") else "")
+    return text
 
 
 def render_model_card(

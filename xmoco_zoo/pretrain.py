@@ -58,7 +58,7 @@ from .lifecycle import NonFiniteLossError, StopOnSigterm, TrainingInterrupted, a
 from .logging import CSVTracker, flatten
 from .methods import create_method_from_config
 from .optim import create_optimizer, set_lr
-from .results import EvalRecord, current_command, git_commit, read_results
+from .results import EvalRecord, current_command, git_commit, machine, read_results
 from .schedules import cosine_lr, momentum_at
 
 StepHook = Callable[[int, int], None]
@@ -78,6 +78,9 @@ class TrainState:
         self.processes: int | None = None  # to check a mid-epoch resume (shuffle BN depends on it)
         self.knn_top1: float | None = None
         self.knn_init: float | None = None  # kNN of the random initialisation (knn.at_start)
+        # Wall-clock seconds in the training epochs (loading and steps; not the kNN monitor, not checkpointing),
+        # summed over resumes: the model card's training minutes.
+        self.train_seconds = 0.0
 
     def state_dict(self) -> dict:
         return {
@@ -88,6 +91,7 @@ class TrainState:
             "processes": self.processes,
             "knn_top1": self.knn_top1,
             "knn_init": self.knn_init,
+            "train_seconds": self.train_seconds,
         }
 
     def load_state_dict(self, d: dict) -> None:
@@ -95,6 +99,7 @@ class TrainState:
         self.epoch_step, self.total_batch = int(d.get("epoch_step", 0)), d.get("total_batch")
         self.processes = d.get("processes")
         self.knn_top1, self.knn_init = d.get("knn_top1"), d.get("knn_init")
+        self.train_seconds = float(d.get("train_seconds", 0.0))  # absent from checkpoints before 2026-12-02
 
 
 @dataclass
@@ -157,6 +162,9 @@ class Run:
             "processes": self.accelerator.num_processes,
             "command": self.command,
             "commit": self.commit,
+            "train_minutes": round(self.state.train_seconds / 60, 2),
+            "machine": machine(self.accelerator.device)
+            + (f" x {self.accelerator.num_processes} processes" if self.accelerator.num_processes > 1 else ""),
         }
 
     def save(self, step: int | None = None) -> Path:
@@ -564,6 +572,7 @@ def train_epoch(run: Run) -> bool:
     cfg, accelerator, state = run.cfg, run.accelerator, run.state
     epoch = state.epoch
     window, bad_images, stopped = LogWindow(), 0.0, False
+    started = time.perf_counter()
     bar = tqdm(
         epoch_batches(run),
         desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
@@ -588,6 +597,8 @@ def train_epoch(run: Run) -> bool:
         if step.stop:
             stopped = True
             break
+    state.train_seconds += time.perf_counter() - started
+    accelerator.log({"time/train_minutes": state.train_seconds / 60}, step=state.step)
     if bad_images:
         accelerator.log({"data/bad_images": bad_images}, step=state.step)
         accelerator.print(
@@ -672,6 +683,7 @@ def finish(run: Run) -> dict:
         "steps": state.step,
         "knn_top1": state.knn_top1,
         "knn_init": state.knn_init,
+        "train_minutes": round(state.train_seconds / 60, 2),
         "mixed_precision": accelerator.mixed_precision,
     }
     if accelerator.is_main_process:

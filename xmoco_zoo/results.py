@@ -180,6 +180,26 @@ def git_commit() -> str | None:
     return sha + ("+dirty" if dirty else "")
 
 
+def machine(device: "str | None" = None) -> str:
+    """What trained or measured: the GPU's name (with the process count added by the caller) or the CPU's, its
+    threads, and torch's version, e.g. ``AMD EPYC, 2 threads, torch 2.14.1``."""
+    import platform
+
+    import torch
+
+    if device is not None and str(device).startswith("cuda") and torch.cuda.is_available():
+        what = torch.cuda.get_device_name(torch.device(device))
+    else:
+        what = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo") as f:
+                what = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), what)
+        except OSError:
+            pass
+        what += f", {torch.get_num_threads()} threads"
+    return f"{what}, torch {torch.__version__.split('+')[0]}"
+
+
 def current_command() -> str:
     """The command line of this process, as a user would type it."""
     argv = list(sys.argv)
