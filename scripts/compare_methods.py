@@ -106,6 +106,10 @@ PROBES: list[tuple[str, str, str, list[str]]] = [
     ("amcl", "form=authors", AMCL, ["method.amcl.form=authors", "train.grad_clip=1.0"]),
     ("amcl", "form=posterior", AMCL, ["method.amcl.form=posterior"]),
     ("amcl", "form=likelihood", AMCL, ["method.amcl.form=likelihood"]),
+    # MoCo v2's own temperature: AMCL's posterior form drives every τ to its lower bound (0.05), so a gain over
+    # MoCo v2 at T = 0.2 may be the temperature's; the base at a lower T tells (a better one adds mocov2_tuned)
+    ("mocov2", "T=0.1", MOCOV2, ["method.temperature=0.1"]),
+    ("mocov2", "T=0.05", MOCOV2, ["method.temperature=0.05"]),
     # CO2: alpha x tau_con
     *[
         ("co2", f"alpha={a} tau_con={t}", CO2, [f"method.co2.weight={a}", f"method.co2.temperature={t}"])
@@ -200,6 +204,9 @@ def cells(probe_runs: list[Run]) -> dict[str, tuple[str, list[str]]]:
         chosen = best(by_cell.get(cell, []))
         if chosen is not None:  # amcl: best() waits for stage 2, which exists once stage 1 is done
             out[cell] = test_cell(cell, chosen)
+    base = best(by_cell.get("mocov2", []))
+    if base is not None and base.setting != "defaults":
+        out["mocov2_tuned"] = test_cell("mocov2", base)
     form_runs = [r for r in by_cell.get("amcl", []) if r.setting.startswith("form=") and " " not in r.setting]
     winner = best(form_runs)
     if winner is not None and "amcl" in out:

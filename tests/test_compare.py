@@ -112,3 +112,15 @@ def test_a_cell_does_not_inherit_the_probe_budget():
     config, overrides = compare_methods.test_cell("mocov3", probe)
     assert config == probe.config and "method.temperature=1.0" in overrides
     assert not any(o.startswith(("train.epochs=", "train.warmup_epochs=")) for o in overrides)
+
+
+def test_a_better_base_temperature_adds_a_tuned_base_cell(tmp_path, monkeypatch):
+    monkeypatch.setattr(compare_methods, "OUT", tmp_path)
+    base = [r for r in compare_methods.probes() if r.cell == "mocov2"]
+    assert [r.setting for r in base] == ["defaults", "T=0.1", "T=0.05"]
+    for r, knn in zip(base, (76.0, 78.0, 77.0)):
+        _fake(r, knn)
+    cells = compare_methods.cells(compare_methods.probes())
+    assert cells["mocov2_tuned"][1] == ["method.temperature=0.1"] and cells["mocov2"][1] == []
+    _fake(base[0], 79.0)
+    assert "mocov2_tuned" not in compare_methods.cells(compare_methods.probes())
