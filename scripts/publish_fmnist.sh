@@ -28,4 +28,4 @@ xmoco-zoo export "$RUN" "$OUT" --repo-id "$ORG/$NAME"
 "${LAUNCH[@]}" recipes/finetune.py --config recipes/configs/eval/semisup_fmnist.yaml --compare-scratch \
   "model.spec=local-dir:$OUT" "run.output_dir=$EVAL/semisup10"
 xmoco-zoo plot curves "$RUN" --out "$EVAL/training_curves.png"
-xmoco-zoo list
+xmoco-zoo list --write   # hub/results.csv and the README's model table

@@ -8,9 +8,11 @@ xmoco-zoo export --to torchvision|detectron2|onnx FOLDER OUT          # docs/dow
 xmoco-zoo convert moco_v2_800ep_pretrain.pth.tar OUT                 # official MoCo v1/v2/v3 checkpoints
 xmoco-zoo card OUT [--repo-id ORG/NAME]                              # re-render the model card
 xmoco-zoo push OUT ORG/NAME [--dry-run]                              # token: HF_TOKEN or `hf auth login`
-xmoco-zoo list [--hub-dir hub]                                       # the published models
+xmoco-zoo list [--hub-dir hub] [--json]                              # the published models: the zoo's index
+xmoco-zoo list --write [--readme README.md]                          # rewrite hub/results.csv and the README's table
 xmoco-zoo plot curves runs/mocov2_fmnist [--out PNG]                # every logged term, kNN per epoch
-xmoco-zoo plot compare hub/* --out comparison.png                    # stored results of several models
+xmoco-zoo plot compare hub/*/ --out comparison.png                   # stored results of several models
+xmoco-zoo plot zoo --out zoo.png [--reference curve.json]            # kNN and linear against training minutes
 xmoco-zoo methods
 
 A mistake in the input (a config key, a path, a model spec, a checkpoint) prints one line, ``error: ...``,
@@ -125,10 +127,19 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from .hub import format_rows, list_published
+    """The zoo's index (xmoco_zoo/zoo.py); ``--write`` also rewrites hub/results.csv and the README's table."""
+    from .zoo import format_table, index_rows, rows_json, write_index
 
-    rows = list_published(args.hub_dir)
-    print(json.dumps(rows, indent=2) if args.json else format_rows(rows))
+    if args.write:
+        rows, changed = write_index(args.hub_dir, None if args.no_readme else args.readme)
+    else:
+        rows, changed = index_rows(args.hub_dir), []
+    print(json.dumps(rows_json(rows), indent=2) if args.json else format_table(rows))
+    if args.write:
+        print(
+            f"\nwrote {', '.join(map(str, changed))}" if changed else "\nthe index was up to date",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -138,6 +149,14 @@ def _plot(args: argparse.Namespace) -> int:
     if args.what == "curves":
         out, keys = plot_training(args.run, args.out)
         print(f"wrote {out}: {', '.join(keys)}")
+    elif args.what == "zoo":
+        from .plots import plot_zoo
+
+        out, drawn, skipped = plot_zoo(args.hub_dir, args.out, args.reference)
+        print(
+            f"wrote {out}: {len(drawn)} model(s)"
+            + (f"; no training minutes: {', '.join(skipped)}" if skipped else "")
+        )
     else:
         if args.names and len(args.names) != len(args.folders):
             raise UserError(
@@ -246,10 +265,21 @@ def _main(argv: list[str]) -> int:
     pu.add_argument("--private", action="store_true")
     pu.add_argument("--revision", default=None)
     pu.add_argument("--message", default=None, help="commit message")
-    ls = sub.add_parser("list", help="list the published models (hub/)")
+    ls = sub.add_parser(
+        "list", help="the published models (hub/): family, backbone, budget and top-1 of each"
+    )
     ls.add_argument("--hub-dir", default="hub")
-    ls.add_argument("--json", action="store_true")
-    pl = sub.add_parser("plot", help="PNG plots: a run's training curves, or a comparison of models' results")
+    ls.add_argument("--json", action="store_true", help="the rows as JSON")
+    ls.add_argument(
+        "--write",
+        action="store_true",
+        help="also write HUB_DIR/results.csv and the model table between the README's markers",
+    )
+    ls.add_argument("--readme", default="README.md", help="the README whose model table --write rewrites")
+    ls.add_argument("--no-readme", action="store_true", help="with --write: the CSV only")
+    pl = sub.add_parser(
+        "plot", help="PNG plots: a run's training curves, a comparison of models' results, the zoo's accuracy"
+    )
     psub = pl.add_subparsers(dest="what", required=True)
     pc = psub.add_parser(
         "curves", help="every loss term, lr, momentum and kNN per epoch of a run (metrics.csv)"
@@ -260,6 +290,16 @@ def _main(argv: list[str]) -> int:
     pm.add_argument("folders", nargs="+", help="model folders (exports, hub/NAME) or checkpoints")
     pm.add_argument("--out", required=True, help="PNG path")
     pm.add_argument("--names", nargs="+", default=None, help="a label per folder (default: the folder names)")
+    pz = psub.add_parser(
+        "zoo", help="the published models' kNN and linear top-1 against training minutes, a line per family"
+    )
+    pz.add_argument("--hub-dir", default="hub")
+    pz.add_argument("--out", required=True, help="PNG path")
+    pz.add_argument(
+        "--reference",
+        default=None,
+        help="another library's curve: a .json or .csv of (minutes, knn[, linear]) points (xmoco_zoo/zoo.py)",
+    )
     sub.add_parser("methods", help="list the registered methods")
     args = p.parse_args(argv)
     handlers = {

@@ -5,9 +5,10 @@
 - :func:`push_folder`: ``create_repo(exist_ok=True)`` + ``upload_folder`` with huggingface_hub's own client.
   Every file is uploaded, the card included, so a changed card reaches a repo that already has a README
   (timm's ``push_to_hf_hub`` writes a README only when there is none).
-- :func:`list_published`: the models in ``hub/`` (each exactly as pushed).
 - :func:`populate_hf_cache`: put a folder into a Hugging Face cache, so ``hf-hub:ORG/NAME`` loads offline
   (``HF_HUB_OFFLINE=1``), e.g. on a cluster without internet.
+
+The index of the published models (``xmoco-zoo list``, ``hub/results.csv``) is :mod:`xmoco_zoo.zoo`.
 
 The token comes from ``HF_TOKEN`` or the login cache (``hf auth login``), through huggingface_hub; it is never
 printed or logged.
@@ -16,18 +17,13 @@ printed or logged.
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
-
 from .card import CARD, META_KEY, read_folder_config
 from .errors import UserError
-from .results import read_results
 
 REQUIRED_FILES = ("model.safetensors", "config.json", CARD)
 # Files that never belong in a published repo.
@@ -142,41 +138,6 @@ def push_folder(
     return PushResult(repo_id, files, dry_run=False, url=str(repo), commit=getattr(info, "oid", None))
 
 
-def list_published(hub_dir: str | Path = "hub") -> list[dict[str, Any]]:
-    """One row per model folder in ``hub_dir``: name, repo id, architecture, method, data, params, results."""
-    rows = []
-    hub_dir = Path(hub_dir)
-    for folder in sorted(p for p in hub_dir.iterdir() if p.is_dir()) if hub_dir.is_dir() else []:
-        if not (folder / "config.json").is_file():
-            continue
-        cfg = read_folder_config(folder)
-        meta = cfg.get(META_KEY, {})
-        with safe_open(str(folder / "model.safetensors"), "pt") as f:
-            params = sum(
-                _numel(f.get_slice(k).get_shape())
-                for k in f.keys()
-                if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
-            )
-        rows.append(
-            {
-                "name": folder.name,
-                "repo_id": meta.get("repo_id"),
-                "architecture": cfg.get("architecture"),
-                "model_args": {k: v for k, v in cfg.get("model_args", {}).items() if k != "num_classes"},
-                "method": meta.get("method"),
-                "dataset": meta.get("dataset"),
-                "params_m": round(params / 1e6, 2),
-                "results": {f"{r.protocol} {r.dataset} {r.split}": r.value for r in read_results(folder)},
-                "path": str(folder),
-            }
-        )
-    return rows
-
-
-def _numel(shape: list[int]) -> int:
-    return math.prod(shape)
-
-
 def populate_hf_cache(
     folder: str | Path, repo_id: str, cache_dir: str | Path, revision: str = "main"
 ) -> Path:
@@ -199,17 +160,3 @@ def populate_hf_cache(
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / revision).write_text(commit)
     return snapshot
-
-
-def format_rows(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "no published models (hub/ is empty)"
-    out = []
-    for r in rows:
-        res = ", ".join(f"{k}: {v:.2f}" for k, v in r["results"].items()) or "not evaluated"
-        args = json.dumps(r["model_args"]) if r["model_args"] else ""
-        out.append(
-            f"{r['name']}\n  repo {r['repo_id'] or '-'} | {r['architecture']} {args} | {r['params_m']}M params | "
-            f"{r['method']} on {r['dataset']}\n  results: {res}"
-        )
-    return "\n".join(out)

@@ -5,9 +5,12 @@
   lines), accuracy, the regularizers' statistics and throughput.
 - :func:`plot_comparison`: several models' ``results/*.json`` -> one bar per model for each
   protocol/dataset/split, with each result's baselines (raw-pixel floor, random init, from scratch) drawn.
+- :func:`plot_zoo`: the published models' kNN and linear top-1 against their training minutes (the index rows of
+  :mod:`xmoco_zoo.zoo`), a line per family, beside another library's curve read from a file.
 
     xmoco-zoo plot curves runs/mocov2_fmnist                 # -> runs/mocov2_fmnist/training_curves.png
-    xmoco-zoo plot compare hub/* --out docs/comparison.png
+    xmoco-zoo plot compare hub/*/ --out docs/comparison.png
+    xmoco-zoo plot zoo --out docs/images/zoo_accuracy_vs_minutes.png [--reference curve.json]
 """
 
 from __future__ import annotations
@@ -182,3 +185,74 @@ def plot_comparison(
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out, drawn
+
+
+def plot_zoo(
+    hub_dir: str | Path, out: str | Path, reference: str | Path | None = None
+) -> tuple[Path, list[str], list[str]]:
+    """The published models' kNN (left) and linear probe (right) top-1 against their training minutes: a marker
+    per model, labelled, a line per family, and ``reference`` (another library's curve, read by
+    :func:`xmoco_zoo.zoo.read_reference_curve`) dashed. Models without training minutes are left out and named
+    under the plot. Returns the PNG, the models drawn and those left out for want of minutes."""
+    from .zoo import eval_text, index_rows, read_reference_curve
+
+    rows = index_rows(hub_dir)
+    curve = read_reference_curve(reference) if reference is not None else None
+    timed = [r for r in rows if r.train_minutes is not None and ("knn" in r.top1 or "linear" in r.top1)]
+    skipped = [r.model for r in rows if r.train_minutes is None]
+    unmeasured = [r.model for r in rows if r.train_minutes is not None and r not in timed]
+    if not timed and not (curve and curve.points):
+        raise PlotError(
+            f"nothing to plot: no model in {hub_dir} records its training minutes (xmoco_zoo.training.train_minutes, "
+            "written by runs from 2026-12-02 on)" + (f" and {curve.path} has no points" if curve else "")
+        )
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), squeeze=False)
+    families = sorted({r.family for r in timed})
+    for ax, (protocol, title) in zip(axes.flat, (("knn", "weighted kNN"), ("linear", "linear probe"))):
+        for i, family in enumerate(families):
+            pts = sorted(
+                (r.train_minutes, r.top1[protocol], r.model)
+                for r in timed
+                if r.family == family and protocol in r.top1
+            )
+            if not pts:
+                continue
+            x, y, _ = zip(*pts)
+            ax.plot(x, y, marker="o", ms=5, lw=1.2, color=f"C{i}", label=family)
+            for xi, yi, name in pts:
+                ax.annotate(name, (xi, yi), xytext=(4, 4), textcoords="offset points", fontsize=6)
+        if curve is not None:
+            ref = [(p["minutes"], p[protocol]) for p in curve.points if p.get(protocol) is not None]
+            if ref:
+                x, y = zip(*ref)
+                ax.plot(x, y, ls="--", marker="s", ms=4, lw=1.2, color="0.35", label=curve.label)
+            else:
+                ax.plot([], [], ls="--", color="0.35", label=f"{curve.label}: no {title} points yet")
+        ax.margins(x=0.15, y=0.1)  # room for the labels
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("training minutes (the epochs' wall clock)", fontsize=8)
+        ax.set_ylabel("top-1 (%)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, loc="lower right")
+    evals = sorted({r.eval for r in timed if r.eval})
+    machines = sorted(
+        {r.machine for r in timed if r.machine} | ({curve.machine} if curve and curve.machine else set())
+    )
+    title = "accuracy against training minutes" + (f" ({'; '.join(map(eval_text, evals))})" if evals else "")
+    title += "" if curve is not None else "; no reference curve"
+    if machines:
+        title += "\n" + "; ".join(machines)
+    fig.suptitle(title, fontsize=9)
+    notes = [f"{name} (no training minutes recorded)" for name in skipped]
+    notes += [f"{name} (no kNN or linear result)" for name in unmeasured]
+    if notes:
+        fig.text(0.01, 0.01, "not drawn: " + ", ".join(notes), fontsize=6)
+    fig.tight_layout(rect=(0, 0.04 if notes else 0, 1, 1))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out, [r.model for r in timed], skipped

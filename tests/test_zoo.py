@@ -1,0 +1,280 @@
+"""The zoo's index (xmoco_zoo/zoo.py): rows from model folders, hub/results.csv, the README's table, `xmoco-zoo
+list`, and `xmoco-zoo plot zoo`; the committed CSV and README table are what the generator writes from hub/."""
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+from xmoco_zoo.experiment import load_config
+from xmoco_zoo.export import export_model
+from xmoco_zoo.plots import PlotError, plot_zoo
+from xmoco_zoo.results import EvalRecord
+from xmoco_zoo.zoo import (
+    BEGIN,
+    CSV_COLUMNS,
+    END,
+    ZooError,
+    backbone_text,
+    format_table,
+    index_rows,
+    markdown_table,
+    read_reference_curve,
+    readme_block,
+    results_csv,
+    write_index,
+)
+
+from .conftest import ROOT, TINY, run_cli
+
+RAW = "raw pixels, L2-normalised (the floor)"
+INIT = "same architecture (test_resnet), random init (seed 0)"
+SCRATCH = "same architecture from scratch, same schedule"
+
+
+def make_model(
+    folder: Path,
+    method: str,
+    top1: dict[str, float],
+    minutes: float | None,
+    channels: list[int] | None = None,
+) -> Path:
+    """A model folder as `xmoco-zoo export` writes it, from a freshly initialised test_resnet (no training):
+    config.json with its xmoco_zoo section, model.safetensors, training_config.yaml and results/."""
+    kwargs = {"in_chans": 1, **({"channels": channels} if channels else {})}
+    cfg = load_config(
+        None,
+        [
+            *TINY,
+            f"method.name={method}",
+            f"model.kwargs={json.dumps(kwargs)}",
+            "aug.image_size=28",
+            "aug.mean=[0.3]",
+            "aug.std=[0.35]",
+        ],
+    )
+    torch.manual_seed(0)
+    backbone = timm.create_model("test_resnet", num_classes=0, **kwargs)
+    training = {
+        "epochs": 2,
+        "steps": 16,
+        "batch_size": 16,
+        "processes": 1,
+        "command": "pretrain",
+        "commit": "abc123",
+    }
+    if minutes is not None:  # models trained before 2026-12-02 have neither
+        training |= {"train_minutes": minutes, "machine": "Test CPU, 2 threads, torch 2.x"}
+    baselines = {
+        "knn": {RAW: 50.0, INIT: 40.0},
+        "linear": {"raw pixels": 55.0, INIT: 45.0},
+        "finetune": {SCRATCH: 60.0},
+        "semisup_10pct": {SCRATCH: 52.0},
+    }
+    results = [
+        EvalRecord(
+            metric="top1",
+            value=v,
+            protocol=p,
+            dataset="synthetic",
+            split="test",
+            command=f"eval {p}",
+            commit="def456",
+            baselines=baselines[p],
+        )
+        for p, v in top1.items()
+    ]
+    return export_model(
+        backbone,
+        folder,
+        cfg,
+        training=training,
+        results=results,
+        repo_id=f"xmoco-zoo/{folder.name}",
+        card=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory) -> Path:
+    hub = tmp_path_factory.mktemp("zoo") / "hub"
+    make_model(hub / "tiny-mocov2-short", "mocov2", {"knn": 60.0, "linear": 70.0}, minutes=1.5)
+    make_model(
+        hub / "tiny-mocov2-long",
+        "mocov2",
+        {"knn": 65.0, "linear": 72.25, "finetune": 80.0, "semisup_10pct": 75.5},
+        minutes=3.0,
+        channels=[16, 24, 24, 48],  # test_resnet's default halved
+    )
+    make_model(hub / "tiny-co2-old", "co2", {"knn": 62.0}, minutes=None)
+    (hub / "notes").mkdir()  # not a model folder: ignored
+    return hub
+
+
+def test_rows_from_the_folders_files(hub):
+    rows = index_rows(hub)
+    assert [r.model for r in rows] == [
+        "tiny-co2-old",
+        "tiny-mocov2-long",
+        "tiny-mocov2-short",
+    ]  # family, then kNN
+    old, long, short = rows
+    assert (old.family, long.family) == ("co2", "mocov2")
+    assert short.backbone == "test_resnet" and long.backbone == "test_resnet, half width"
+    expected = sum(
+        p.numel() for p in timm.create_model("test_resnet", num_classes=0, in_chans=1).parameters()
+    )
+    assert short.param_count == round(expected / 1e6, 2) and long.param_count < short.param_count
+    assert short.input_size == "1x28x28" and short.data == "synthetic" and short.epochs == 2
+    assert short.train_minutes == 1.5 and short.machine == "Test CPU, 2 threads, torch 2.x"
+    assert old.train_minutes is None and old.machine is None  # trained before minutes were recorded
+    assert long.top1 == {"knn": 65.0, "linear": 72.25, "finetune": 80.0, "semisup_10pct": 75.5}
+    assert old.top1 == {"knn": 62.0} and short.eval == "synthetic test" and short.commit == "abc123"
+    assert short.repo_id == "xmoco-zoo/tiny-mocov2-short"
+    assert index_rows(hub.parent / "nothing") == []
+
+
+def test_backbone_notes_say_what_model_args_change():
+    assert backbone_text(
+        "resnet10t", {"in_chans": 1, "channels": [32, 64, 128, 256], "num_classes": 0}, 256
+    ) == ("resnet10t, half width")
+    assert backbone_text("resnet10t", {"in_chans": 1}, 512) == "resnet10t"
+    assert backbone_text("test_resnet", {"channels": [64, 96, 96, 192]}, 192) == "test_resnet, double width"
+    assert backbone_text("test_vit", {"num_heads": 4}, None) == "test_vit, num_heads=4"
+    assert backbone_text("not_a_timm_model", {"depth": 3}, 7) == "not_a_timm_model, depth=3"
+
+
+def test_results_csv_is_one_plain_line_per_model(hub):
+    rows = index_rows(hub)
+    table = list(csv.DictReader(io.StringIO(results_csv(rows))))
+    assert tuple(table[0]) == CSV_COLUMNS and len(table) == 3
+    old, long, short = table
+    assert old["train_minutes"] == old["machine"] == old["linear_top1"] == ""
+    assert short["train_minutes"] == "1.50" and short["knn_top1"] == "60.00" and short["param_count"]
+    assert long["backbone"] == "test_resnet, half width" and long["semisup_10pct_top1"] == "75.50"
+
+
+def test_readme_table_and_terminal_table(hub, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# zoo\n\n## Published models\n\ntext\n\n{BEGIN}\nold table\n{END}\n\nafter\n")
+    rows, changed = write_index(hub, readme)
+    assert changed == [hub / "results.csv", readme]
+    assert write_index(hub, readme)[1] == []  # written once, unchanged after
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("# zoo\n") and text.endswith(f"{END}\n\nafter\n")
+    block = readme_block(readme)
+    assert block == markdown_table(rows, tmp_path)
+    lines = block.splitlines()
+    rel = os.path.relpath(hub, tmp_path)
+    assert (
+        lines[0].startswith("Top-1 % on synthetic test")
+        and f"[`{rel}/results.csv`]({rel}/results.csv)" in lines[0]
+    )
+    assert lines[2].startswith(
+        "| model | family | backbone | params | input | data | epochs | minutes | kNN |"
+    )
+    assert f"| [`tiny-co2-old`]({rel}/tiny-co2-old) | co2 | test_resnet |" in block
+    assert "| 2 | — | 62.00 | — | — | — |" in block  # no minutes, only kNN measured
+    assert "| 2 | 1.5 | 60.00 | 70.00 | — | — |" in block
+    # the baselines the results files hold: raw pixels for any model, random init / scratch per backbone
+    assert "| baseline: raw pixels | — | — | — | 1x28x28 | — | — | — | 50.00 | 55.00 | — | — |" in block
+    assert "| baseline: random init / from scratch | — | test_resnet, half width |" in block
+    assert block.count("baseline: random init / from scratch") == 2
+
+    terminal = format_table(rows).splitlines()
+    header = terminal[0]
+    for line in terminal[2:5]:  # numbers right-aligned under their heading
+        assert line[header.index("kNN") + 3 - 5 : header.index("kNN") + 3] in {"62.00", "65.00", "60.00"}
+    assert all("[" not in line for line in terminal)
+    assert format_table([]) == "no published models (hub/ is empty)"
+
+    readme.write_text("# no markers\n")
+    with pytest.raises(ZooError, match="model table: begin"):
+        write_index(hub, readme)
+
+
+def test_list_cli_prints_writes_and_keeps_json(hub, tmp_path):
+    proc = run_cli("list", "--hub-dir", str(hub))
+    assert proc.stdout.splitlines()[0].split()[:3] == ["model", "family", "backbone"]
+    assert "tiny-mocov2-long" in proc.stdout and "half width" in proc.stdout
+    rows = json.loads(run_cli("list", "--hub-dir", str(hub), "--json").stdout)
+    assert [r["model"] for r in rows] == ["tiny-co2-old", "tiny-mocov2-long", "tiny-mocov2-short"]
+    assert rows[0]["train_minutes"] is None and rows[2]["top1"]["linear"] == 70.0
+    copy = tmp_path / "hub"
+    copy.mkdir()
+    for folder in hub.iterdir():
+        if folder.is_dir():
+            (copy / folder.name).symlink_to(folder)
+    proc = run_cli("list", "--hub-dir", str(copy), "--write", "--no-readme")
+    assert (copy / "results.csv").read_text() == results_csv(index_rows(hub)) and "wrote" in proc.stderr
+    proc = run_cli(
+        "list", "--hub-dir", str(copy), "--write", "--readme", str(tmp_path / "missing.md"), check=False
+    )
+    assert proc.returncode == 2 and "missing.md: no such file" in proc.stderr
+
+
+def test_plot_zoo_writes_a_png_with_the_reference_curve(hub, tmp_path):
+    curve = tmp_path / "lightly.json"
+    curve.write_text(
+        json.dumps(
+            {
+                "label": "lightly MoCo v2",
+                "machine": "Test CPU, 2 threads, torch 2.x",
+                "points": [
+                    {"epochs": 2, "minutes": 4.0, "knn": 63.0},
+                    {"epochs": 1, "minutes": 2.0, "knn": 58.0},
+                ],
+            }
+        )
+    )
+    out, drawn, skipped = plot_zoo(hub, tmp_path / "images" / "zoo.png", curve)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(drawn) == ["tiny-mocov2-long", "tiny-mocov2-short"] and skipped == ["tiny-co2-old"]
+    assert [p["minutes"] for p in read_reference_curve(curve).points] == [2.0, 4.0]
+
+    empty = tmp_path / "empty.json"  # not measured yet: our models only, and the legend says so
+    empty.write_text(json.dumps({"label": "lightly MoCo v2", "points": []}))
+    assert plot_zoo(hub, tmp_path / "zoo_empty.png", empty)[0].is_file()
+    assert plot_zoo(hub, tmp_path / "zoo_none.png")[0].is_file()
+    as_csv = tmp_path / "lightly.csv"
+    as_csv.write_text("minutes,knn,linear\n2.0,58.0,\n4.0,63.0,70.5\n")
+    assert (
+        read_reference_curve(as_csv).points[1]["linear"] == 70.5
+        and read_reference_curve(as_csv).label == "lightly"
+    )
+    proc = run_cli(
+        "plot", "zoo", "--hub-dir", str(hub), "--out", str(tmp_path / "cli.png"), "--reference", str(as_csv)
+    )
+    assert (tmp_path / "cli.png").is_file() and "no training minutes: tiny-co2-old" in proc.stdout
+
+
+def test_plot_zoo_refuses_when_nothing_has_minutes(hub, tmp_path):
+    only_old = tmp_path / "hub"
+    only_old.mkdir()
+    (only_old / "tiny-co2-old").symlink_to(hub / "tiny-co2-old")
+    with pytest.raises(PlotError, match="no model in .* records its training minutes"):
+        plot_zoo(only_old, tmp_path / "x.png")
+    bad = tmp_path / "bad.json"
+    for content, message in [
+        ("{not json", "not valid JSON"),
+        ('{"label": "x"}', '"points" list'),
+        ('{"points": [{"minutes": 1}]}', "point 0 needs 'minutes' and 'knn'"),
+        ('{"points": [{"minutes": "soon", "knn": 1}]}', "not a number"),
+    ]:
+        bad.write_text(content)
+        with pytest.raises(ZooError, match=message):
+            read_reference_curve(bad)
+
+
+def test_the_committed_index_is_what_the_generator_writes():
+    """hub/results.csv and the README's model table never drift from hub/: regenerate with
+    `xmoco-zoo list --write` after adding a model or a result."""
+    rows = index_rows(ROOT / "hub")
+    assert rows, "hub/ has no models"
+    assert (ROOT / "hub" / "results.csv").read_text() == results_csv(rows), "run `xmoco-zoo list --write`"
+    assert readme_block(ROOT / "README.md") == markdown_table(rows, ROOT), "run `xmoco-zoo list --write`"
