@@ -57,7 +57,9 @@ def table(records: list[dict], order: list[str]) -> str:
                     result = f"**{r['knn']:.2f}**" if r["knn"] == best and len(rs) > 1 else f"{r['knn']:.2f}"
                     curve = ", ".join(f"{v:.2f}" for v in r.get("knn_curve", []))
                 setting = r.get("setting", "")
-                lines.append(f"| {cell} | {setting} | {r.get('epochs', '')} | {result} | {curve} | `{r['id']}` |")
+                lines.append(
+                    f"| {cell} | {setting} | {r.get('epochs', '')} | {result} | {curve} | `{r['id']}` |"
+                )
     return "\n".join(lines)
 
 

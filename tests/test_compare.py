@@ -43,7 +43,9 @@ def test_table_reports_mean_and_sample_std_over_seeds_and_the_probes():
 
 
 def test_knn_curve_reads_the_last_line_of_each_epoch_from_a_resumed_log():
-    log = "epoch 1: kNN top-1 70.00% (k=200)\nepoch 2: kNN top-1 71.00%\n--resume\nepoch 2: kNN top-1 72.50%\n"
+    log = (
+        "epoch 1: kNN top-1 70.00% (k=200)\nepoch 2: kNN top-1 71.00%\n--resume\nepoch 2: kNN top-1 72.50%\n"
+    )
     assert compare_methods.knn_curve(log) == [70.0, 72.5]
 
 

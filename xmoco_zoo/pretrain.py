@@ -164,7 +164,9 @@ class Run:
             "commit": self.commit,
             "train_minutes": round(self.state.train_seconds / 60, 2),
             "machine": machine(self.accelerator.device)
-            + (f" x {self.accelerator.num_processes} processes" if self.accelerator.num_processes > 1 else ""),
+            + (
+                f" x {self.accelerator.num_processes} processes" if self.accelerator.num_processes > 1 else ""
+            ),
         }
 
     def save(self, step: int | None = None) -> Path:

@@ -180,7 +180,7 @@ def git_commit() -> str | None:
     return sha + ("+dirty" if dirty else "")
 
 
-def machine(device: "str | None" = None) -> str:
+def machine(device: str | None = None) -> str:
     """What trained or measured: the GPU's name (with the process count added by the caller) or the CPU's, its
     threads, and torch's version, e.g. ``AMD EPYC, 2 threads, torch 2.14.1``."""
     import platform
