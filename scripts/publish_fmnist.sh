@@ -18,7 +18,20 @@ EVAL=runs/eval/$NAME
 LAUNCH=(accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
   --num_cpu_threads_per_process "$(nproc)")
 
+# Every number of a published card must come from code that can be checked out: a committed tree, both for the
+# evaluations (now) and for the training (its recorded commit).
+if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
+  echo "error: the working tree has uncommitted changes — commit them first: the evaluations record the commit" >&2
+  exit 2
+fi
 xmoco-zoo export "$RUN" "$OUT" --repo-id "$ORG/$NAME"
+python - "$OUT" <<'PY'
+import json, sys
+commit = json.load(open(f"{sys.argv[1]}/config.json"))["xmoco_zoo"].get("training", {}).get("commit") or ""
+if not commit or commit.endswith("+dirty"):
+    sys.exit(f"error: the run was trained from {commit or 'an unknown commit'}, not a committed tree — retrain "
+             "it from a clean checkout: a published card names the commit its weights come from")
+PY
 "${LAUNCH[@]}" recipes/knn_eval.py --config recipes/configs/eval/knn_fmnist.yaml \
   "model.spec=local-dir:$OUT" "run.output_dir=$EVAL/knn"
 "${LAUNCH[@]}" recipes/linear_eval.py --config recipes/configs/eval/linear_fmnist.yaml \
