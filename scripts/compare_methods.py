@@ -110,6 +110,8 @@ PROBES: list[tuple[str, str, str, list[str]]] = [
     # MoCo v2 at T = 0.2 may be the temperature's; the base at a lower T tells (a better one adds mocov2_tuned)
     ("mocov2", "T=0.1", MOCOV2, ["method.temperature=0.1"]),
     ("mocov2", "T=0.05", MOCOV2, ["method.temperature=0.05"]),
+    # ... and its learning rate: AMCL sums its loss over 3 heads, which scales the backbone's gradient about 3x
+    ("mocov2", "lr=0.18", MOCOV2, ["train.base_lr=0.18"]),
     # CO2: alpha x tau_con
     *[
         ("co2", f"alpha={a} tau_con={t}", CO2, [f"method.co2.weight={a}", f"method.co2.temperature={t}"])
