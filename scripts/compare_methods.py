@@ -190,9 +190,31 @@ def test_cell(cell: str, chosen: Run) -> tuple[str, list[str]]:
     return chosen.config, [o for o in chosen.overrides if not o.startswith(PROBE_ONLY)]
 
 
+def on_tuned_base(runs: list[Run]) -> list[Run]:
+    """When MoCo v2's probes find a better temperature than its default, each regularizer on MoCo v2 (CO2, XMoCo)
+    is probed once more: its best setting on that temperature, so that it is also compared with the tuned base."""
+    base = best([r for r in runs if r.cell == "mocov2"])
+    if base is None or base.setting == "defaults":
+        return []
+    extra = []
+    for cell in ("co2", "xmoco"):
+        winner = best([r for r in runs if r.cell == cell])
+        if winner is not None:
+            overrides = [o for o in winner.overrides if not o.startswith("train.epochs=")]
+            extra.append(
+                probe(
+                    cell,
+                    f"{winner.setting}, base {base.setting}",
+                    winner.config,
+                    [*overrides, *test_cell("mocov2", base)[1]],
+                )
+            )
+    return extra
+
+
 def probes() -> list[Run]:
     runs = [probe(*p) for p in PROBES]
-    return runs + amcl_stage2([r for r in runs if r.cell == "amcl"])
+    return runs + on_tuned_base(runs) + amcl_stage2([r for r in runs if r.cell == "amcl"])
 
 
 def cells(probe_runs: list[Run]) -> dict[str, tuple[str, list[str]]]:

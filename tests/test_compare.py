@@ -126,3 +126,20 @@ def test_a_better_base_temperature_adds_a_tuned_base_cell(tmp_path, monkeypatch)
     assert cells["mocov2_tuned"][1] == ["method.temperature=0.1"] and cells["mocov2"][1] == []
     _fake(base[0], 79.0)
     assert "mocov2_tuned" not in compare_methods.cells(compare_methods.probes())
+
+
+def test_regularizers_are_probed_again_on_a_tuned_base(tmp_path, monkeypatch):
+    monkeypatch.setattr(compare_methods, "OUT", tmp_path)
+    probes = compare_methods.probes()
+    for r in probes:
+        if r.cell in ("mocov2", "co2"):
+            _fake(r, {"T=0.05": 79.0, "alpha=0.3 tau_con=0.2": 78.5}.get(r.setting, 75.0))
+    extra = [r for r in compare_methods.probes() if r.setting.endswith("base T=0.05")]
+    assert [r.cell for r in extra] == ["co2"]  # xmoco's grid is not done yet
+    assert extra[0].setting == "alpha=0.3 tau_con=0.2, base T=0.05"
+    assert extra[0].overrides == [
+        "method.co2.weight=0.3", "method.co2.temperature=0.2", "method.temperature=0.05", "train.epochs=3"
+    ]  # fmt: skip
+    assert "co2-e6-s0" not in [r.id for r in compare_methods.queue()]  # its choice waits for the extra probe
+    _fake(extra[0], 80.0)
+    assert "method.temperature=0.05" in compare_methods.cells(compare_methods.probes())["co2"][1]
