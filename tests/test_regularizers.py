@@ -180,7 +180,7 @@ def _apply(reg, emb):
 
 def _amcl_reg(negatives, heads=1, dim=8):
     cfg = method_config(base="mocov3", dim=dim, regularizers=["amcl"])
-    cfg.amcl.heads, cfg.amcl.negatives, cfg.amcl.m = heads, negatives, 8.0
+    cfg.amcl.form, cfg.amcl.heads, cfg.amcl.negatives, cfg.amcl.m = "likelihood", heads, negatives, 8.0
     reg = AMCL(None, cfg).double()
     return reg, cfg
 
@@ -229,7 +229,7 @@ def test_terms_with_keys_gathered_from_several_processes_equal_one_process(with_
     q1, q2, k1, k2 = (_unit(world * n, d) for _ in range(4))
     queue = _unit(40, d) if with_queue else None
     cfg = method_config(regularizers=["co2", "xmoco", "amcl"], symmetric=True, dim=d)
-    cfg.amcl.heads, cfg.amcl.m = 1, 8.0
+    cfg.amcl.form, cfg.amcl.heads, cfg.amcl.m = "likelihood", 1, 8.0
     regs = [CO2(None, cfg), XMoCo(None, cfg), AMCL(None, cfg).double()]
 
     def terms(emb):
@@ -250,11 +250,11 @@ def test_terms_with_keys_gathered_from_several_processes_equal_one_process(with_
 COMPOSITIONS = [
     ("co2", {}),
     ("xmoco", {}),
-    ("amcl", {}),
+    ("amcl", {}),  # the posterior form
     ("mocov3", {"regularizers": ["co2", "xmoco"]}),
-    ("mocov3", {"regularizers": ["amcl"], "amcl": {"m": 32}}),
+    ("mocov3", {"regularizers": ["amcl"], "amcl": {"form": "likelihood", "m": 32}}),
     ("amcl", {"amcl": {"form": "authors", "topk": 8}}),
-    ("amcl", {"amcl": {"form": "posterior"}}),
+    ("amcl", {"amcl": {"form": "likelihood"}}),
     ("mocov3", {"regularizers": ["amcl"], "amcl": {"form": "authors", "topk": 4}}),
     ("mocov3", {"regularizers": ["amcl"], "amcl": {"form": "posterior"}}),
 ]
@@ -329,7 +329,9 @@ def test_similarity_products_are_computed_once_and_shared(monkeypatch):
 
     monkeypatch.setattr(layer, "Similarities", Recorded)
     torch.manual_seed(0)
-    model = _small_method("mocov3", {"regularizers": ["co2", "xmoco", "amcl"], "amcl": {"m": 32}})
+    model = _small_method(
+        "mocov3", {"regularizers": ["co2", "xmoco", "amcl"], "amcl": {"form": "likelihood", "m": 32}}
+    )
     model(*_views(), m=0.99)
     assert len(made) == 1
     step = made[0]
@@ -375,7 +377,9 @@ def test_composition_from_the_config():
     with pytest.raises(ConfigError, match="method.symmetric=true"):
         load_config(None, ["method.regularizers=[xmoco]"])
     with pytest.raises(ConfigError, match="tau_min"):
-        load_config(None, ["method.name=amcl", "method.amcl.tau_min=0.05"])
+        load_config(None, ["method.name=amcl", "method.amcl.form=likelihood", "method.amcl.tau_min=0.05"])
+    with pytest.raises(ConfigError, match="tau_min"):
+        load_config(None, ["method.name=amcl", "method.amcl.tau_min=3.0"])  # above tau_max
     with pytest.raises(ConfigError, match="Did you mean"):
         load_config(None, ["method.amcl.head=2"])
 
