@@ -59,6 +59,7 @@ def _names(out) -> list[str]:
 def _summary(out) -> dict:
     d = json.loads((out / "summary.json").read_text())
     d.pop("export", None)  # the path
+    d.pop("train_minutes")  # wall clock
     return d
 
 

@@ -51,9 +51,11 @@ CASES = {
     "mocov3_resnet_syncbn": ("mocov3", RESNET, V3),
 }
 # Weights: float32 reduction order differs between 2 x B and 2B. On test_vit the 3-step difference is ~1e-6;
-# through BatchNorm in every ResNet layer (batch 16) the gradients amplify it to ~3e-5 on the first convs,
-# hence the looser bound there (a wrong statistic or gradient is off by the size of the update, >1e-3).
-ATOL = {"mocov3_resnet_syncbn": 1e-4}
+# through BatchNorm in every ResNet layer (batch 16) the gradients amplify it on the first convs: ~3e-5 on an
+# Intel Xeon, 5.4e-4 on an AMD EPYC (measured 2026-12-02, the same at the commits before and after that day's
+# changes), hence the looser bound there. A wrong statistic or gradient is off by the size of the update (>1e-3);
+# a float64 version of this comparison would separate the two by orders of magnitude (to do).
+ATOL = {"mocov3_resnet_syncbn": 1e-3}
 KNN_N, KNN_BATCH = 13, 4  # 13 samples in batches of 4 over 2 processes: a short, uneven last round
 
 
