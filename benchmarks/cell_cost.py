@@ -9,9 +9,11 @@ update, enqueue and the per-step reduction. Interleaved rounds (every cell once 
 medians, ratios to MoCo v2. The kNN monitor (the same for every method) and data loading are not in the step.
 
     python benchmarks/cell_cost.py --threads 2                        # every cell, 15 rounds
-    python benchmarks/cell_cost.py --threads 2 --json benchmarks/results/DATE/cell_cost.json
+    python benchmarks/cell_cost.py --threads 2 --json docs/results/methods_fmnist/cell_cost.json
 
-Run it on a quiet machine (no training, no test suite): the ratios decide the equal-time epochs.
+Run it on a quiet machine (no training, no test suite): the ratios decide the equal-time epochs. Written to
+``docs/results/methods_fmnist/cell_cost.json``, it adds the equal-time cells (``<cell>@<E>ep``, 3 seeds each) to
+the comparison's queue.
 """
 
 from __future__ import annotations

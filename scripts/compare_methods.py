@@ -26,49 +26,18 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+from run_queue import Run, cmd_list, cmd_run, knn_curve  # noqa: E402,F401  (knn_curve: the tests')
+
 # Where the records go: XMOCO_COMPARE_OUT lets a queue run from a second checkout (pinned at one commit, so that
 # edits to the working tree do not change a running queue) while it writes the records into the working tree.
 OUT = Path(os.environ.get("XMOCO_COMPARE_OUT", ROOT / "docs" / "results" / "methods_fmnist"))
 RUNS_DIR = ROOT / "runs" / "compare"
-LAUNCH = [
-    "accelerate", "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
-    "--dynamo_backend", "no", "--num_cpu_threads_per_process", "2",
-]  # fmt: skip
 SEEDS = (0, 1, 2)
-HOLDOUT = 10000
-
-
-@dataclass
-class Run:
-    id: str
-    cell: str  # the table row this run belongs to
-    config: str
-    overrides: list[str] = field(default_factory=list)
-    seed: int = 0
-    kind: str = "test"  # test | val
-    budget: str = "epochs"  # epochs (the quickstart's 6) | time (equal training wall-clock)
-    setting: str = ""  # what a held-out probe varies (the report's label)
-
-    def pretrain_command(self, out_dir: Path) -> list[str]:
-        extra = [f"data.holdout={HOLDOUT}"] if self.kind == "val" else []
-        return [
-            *LAUNCH, "recipes/pretrain.py", "--config", self.config, *self.overrides, *extra,
-            f"train.seed={self.seed}", f"train.output_dir={out_dir.relative_to(ROOT)}",
-        ]  # fmt: skip
-
-    def linear_command(self, out_dir: Path) -> list[str]:
-        return [
-            *LAUNCH, "recipes/linear_eval.py", "--config", "recipes/configs/eval/linear_fmnist.yaml",
-            f"model.spec=local-dir:{(out_dir / 'backbone').relative_to(ROOT)}", "linear.baselines=false",
-            f"run.output_dir={(out_dir / 'linear').relative_to(ROOT)}",
-        ]  # fmt: skip
 
 
 # The cells at equal epochs: each method on the quickstart's budget and pipeline (recipes/configs/*_fmnist.yaml).
@@ -240,149 +209,49 @@ def cells(probe_runs: list[Run]) -> dict[str, tuple[str, list[str]]]:
     return out
 
 
+REFERENCE_EPOCHS = 6  # the equal-epochs budget (the quickstart's)
+
+
+def cost_path() -> Path:
+    """benchmarks/cell_cost.py's measurement (``--json``), run on a quiet machine: it sets the equal-time epochs."""
+    return OUT / "cell_cost.json"
+
+
+def time_cells(reported: dict[str, tuple[str, list[str]]]) -> dict[str, tuple[str, list[str]]]:
+    """The second budget, equal training wall-clock: each cell whose step costs r times MoCo v2's, retrained for
+    round(6 / r) epochs (cell ``<cell>@<E>ep``), once ``cost_path()`` exists. A cell whose equal-time epochs are
+    the reference's needs no second run: its equal-epochs cell is also its equal-time cell."""
+    if not cost_path().is_file():
+        return {}
+    epochs = json.loads(cost_path().read_text())["equal_time_epochs"]
+    out = {}
+    for cell, (config, overrides) in reported.items():
+        e = epochs.get(cell)
+        if e is not None and e != REFERENCE_EPOCHS:
+            out[f"{cell}@{e}ep"] = (config, [*overrides, f"train.epochs={e}"])
+    return out
+
+
 def queue() -> list[Run]:
-    """Every run, in order: the held-out probes first, then the reported cells (3 seeds each). The queue grows
-    as probes finish: the test cells of a tuned method appear once its choice is made."""
+    """Every run, in order: the held-out probes first, then the reported cells (3 seeds each), then the equal-time
+    cells. The queue grows as probes finish: the test cells of a tuned method appear once its choice is made."""
     probe_runs = probes()
     runs = []
-    for cell, (config, overrides) in cells(probe_runs).items():
+    reported = cells(probe_runs)
+    for cell, (config, overrides) in reported.items():
         for seed in SEEDS:
-            runs.append(Run(f"{cell}-e6-s{seed}", cell, config, list(overrides), seed))
+            runs.append(Run(f"{cell}-e{REFERENCE_EPOCHS}-s{seed}", cell, config, list(overrides), seed))
     fixed = [r for r in runs if r.cell in CELLS]
-    return fixed + probe_runs + [r for r in runs if r.cell not in CELLS]
+    timed = [
+        Run(f"{cell}-s{seed}", cell, config, list(overrides), seed, budget="time")
+        for cell, (config, overrides) in time_cells(reported).items()
+        for seed in SEEDS
+    ]
+    return fixed + probe_runs + [r for r in runs if r.cell not in CELLS] + timed
 
 
 def record_path(run: Run) -> Path:
     return OUT / "runs" / f"{run.id}.json"
-
-
-def sh(cmd: list[str], log: Path) -> float:
-    """Run ``cmd`` from the repo root, appending its output to ``log``; the wall time in seconds."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    # Passive OpenMP waits: with other work on the 2 cores, spinning threads wait for a descheduled peer at every
-    # parallel region (20 s a step instead of 0.2 s measured here); the wait policy does not change any number.
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    t0 = time.time()
-    with log.open("a") as f:
-        f.write(f"\n$ {' '.join(cmd)}\n")
-        f.flush()
-        rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
-    if rc:
-        raise RunFailed(f"exit status {rc}, see {log.relative_to(ROOT)}: {' '.join(cmd)}", rc)
-    return time.time() - t0
-
-
-class RunFailed(RuntimeError):
-    """A command of a run failed: a NaN loss is a result (the run diverged), anything else stops the queue."""
-
-    def __init__(self, message: str, rc: int) -> None:
-        super().__init__(message)
-        self.rc = rc
-
-
-def git_commit() -> str:
-    return subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-
-
-def execute(run: Run) -> dict:
-    out_dir = RUNS_DIR / run.id
-    log = out_dir.parent / f"{run.id}.log"
-    pre = run.pretrain_command(out_dir)
-    resumed = (out_dir / "checkpoints").is_dir() and any((out_dir / "checkpoints").glob("epoch_*"))
-    if not (out_dir / "summary.json").is_file():
-        seconds = sh(pre + (["--resume"] if resumed else []), log)
-    else:
-        seconds = None
-    summary = json.loads((out_dir / "summary.json").read_text())
-    rec = {
-        "id": run.id,
-        "cell": run.cell,
-        "kind": run.kind,
-        "budget": run.budget,
-        "seed": run.seed,
-        "epochs": summary["epochs_done"],
-        "steps": summary["steps"],
-        "knn": summary["knn_top1"],
-        "knn_split": "val (10k held out of train)" if run.kind == "val" else "test",
-        "knn_init": summary["knn_init"],
-        "pretrain_seconds": seconds,
-        "train_minutes": summary.get("train_minutes"),  # the epochs alone (no start-up, kNN or checkpoints)
-        "resumed": resumed,
-        "pretrain_command": " ".join(pre),
-        "commit": git_commit(),
-        "knn_curve": knn_curve(log.read_text()),
-    }
-    if run.setting:
-        rec["setting"] = run.setting
-    if run.kind == "test":
-        sh(run.linear_command(out_dir), log)
-        lin = json.loads((out_dir / "linear" / "summary.json").read_text())
-        rec["linear"] = lin["top1"]
-        rec["linear_command"] = " ".join(run.linear_command(out_dir))
-    return rec
-
-
-def knn_curve(log: str) -> list[float]:
-    """The kNN monitor after each epoch, from the run's log (a resumed epoch's last line wins)."""
-    curve: dict[int, float] = {}
-    for m in re.finditer(r"epoch (\d+): kNN top-1 ([\d.]+)%", log):
-        curve[int(m.group(1))] = float(m.group(2))
-    return [curve[e] for e in sorted(curve)]
-
-
-def cmd_list(runs: list[Run]) -> None:
-    for r in runs:
-        p = record_path(r)
-        state = "done" if p.is_file() else "todo"
-        extra = ""
-        if p.is_file():
-            d = json.loads(p.read_text())
-            extra = "diverged" if "diverged" in d else f"kNN {d['knn']:.2f}"
-            extra += f"  linear {d['linear']:.2f}" if "linear" in d else ""
-        print(f"{state:5s} {r.id:32s} {extra}")
-
-
-def cmd_run(only: str | None) -> None:
-    done: set[str] = set()
-    while True:  # the queue is rebuilt after every run: finished probes add the cells they choose
-        todo = [
-            r for r in queue()
-            if (not only or re.search(only, r.id)) and not record_path(r).is_file() and r.id not in done
-        ]  # fmt: skip
-        if not todo:
-            return
-        r = todo[0]
-        done.add(r.id)
-        p = record_path(r)
-        print(f"[{time.strftime('%H:%M:%S')}] {r.id}: start", flush=True)
-        try:
-            rec = execute(r)
-        except RunFailed as e:
-            log = (RUNS_DIR / f"{r.id}.log").read_text()
-            if "NonFiniteLossError" not in log:
-                raise SystemExit(str(e)) from None
-            line = next(x for x in reversed(log.splitlines()) if "NonFiniteLossError" in x)
-            rec = {
-                "id": r.id,
-                "cell": r.cell,
-                "kind": r.kind,
-                "seed": r.seed,
-                "diverged": line.strip(),
-                "pretrain_command": " ".join(r.pretrain_command(RUNS_DIR / r.id)),
-                "commit": git_commit(),
-            }
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(rec, indent=2) + "\n")
-        os.replace(tmp, p)
-        result = f"diverged: {rec['diverged']}" if "diverged" in rec else f"kNN {rec['knn']:.2f}"
-        print(
-            f"[{time.strftime('%H:%M:%S')}] {r.id}: {result}"
-            + (f", linear {rec['linear']:.2f}" if "linear" in rec else ""),
-            flush=True,
-        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -392,9 +261,9 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     runs = queue()
     if a.what == "list":
-        cmd_list(runs)
+        cmd_list(runs, record_path)
     elif a.what == "run":
-        cmd_run(a.only)
+        cmd_run(queue, record_path, RUNS_DIR, a.only)
     else:
         from compare_report import report  # noqa: PLC0415  (scripts/compare_report.py)
 
@@ -402,5 +271,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).parent))
     main()

@@ -143,3 +143,17 @@ def test_regularizers_are_probed_again_on_a_tuned_base(tmp_path, monkeypatch):
     assert "co2-e6-s0" not in [r.id for r in compare_methods.queue()]  # its choice waits for the extra probe
     _fake(extra[0], 80.0)
     assert "method.temperature=0.05" in compare_methods.cells(compare_methods.probes())["co2"][1]
+
+
+def test_the_measured_step_costs_add_the_equal_time_cells(tmp_path, monkeypatch):
+    """benchmarks/cell_cost.py's JSON sets round(6 / r) epochs for each cell whose step costs r x MoCo v2's; a
+    cell at 6 equal-time epochs is not run twice."""
+    monkeypatch.setattr(compare_methods, "OUT", tmp_path)
+    assert not [r for r in compare_methods.queue() if r.budget == "time"]
+    (tmp_path / "cell_cost.json").write_text(
+        json.dumps({"equal_time_epochs": {"mocov2": 6, "mocov2_sym": 3, "unknown": 2}})
+    )
+    timed = [r for r in compare_methods.queue() if r.budget == "time"]
+    assert [r.id for r in timed] == [f"mocov2_sym@3ep-s{s}" for s in compare_methods.SEEDS]
+    assert timed[0].overrides == ["method.symmetric=true", "train.epochs=3"] and timed[0].kind == "test"
+    assert timed[0].wants_linear

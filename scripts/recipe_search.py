@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""The zoo's recipe search on Fashion-MNIST as one resumable queue (docs/results/recipe_search.md).
+
+    python scripts/recipe_search.py list                 # every run, and which are done
+    python scripts/recipe_search.py run [--only REGEX]   # run what is not done yet, in order
+    python scripts/recipe_search.py report               # the tables of docs/results/recipe_search.md
+
+Every run is a held-out probe (``scripts/run_queue.py``, kind ``val``): pretrained on 50k train images, scored by
+kNN and the linear probe on the 10k images held out of train, never the test set; one seed. Records go to
+``docs/results/recipe_search/runs/<id>.json``; a run with a record is skipped.
+
+Stage 1, the recipe at the quickstart's budget (6 epochs), one change at a time from MoCo v2's Fashion-MNIST
+config: temperature, learning rate with warmup, crop scale, blur, queue size, the symmetric loss; and the
+architectures (full-width resnet10t, resnet18, the half-width resnet10t on 56 px inputs), whose minutes per epoch
+the budgets need.
+
+Stage 2, once stage 1 is done: ``combined``, every change of stage 1 that beat the base by more than ``MARGIN``
+(per axis, its best value), at 6 epochs; then each architecture with the better of base and combined at
+``BUDGETS[0]`` minutes of training (its epochs from its stage-1 minutes per epoch), and the architecture that wins
+there at every other budget. The report's table is budget -> kNN / linear (held out), with each run's command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+from run_queue import Run, cmd_list, cmd_run  # noqa: E402
+
+OUT = Path(os.environ.get("XMOCO_RECIPE_OUT", ROOT / "docs" / "results" / "recipe_search"))
+RUNS_DIR = ROOT / "runs" / "recipe"
+CONFIG = "recipes/configs/mocov2_fmnist.yaml"
+EPOCHS = 6  # stage 1's budget: the quickstart's
+BUDGETS = (30, 60, 90)  # minutes of training (the runs' train_minutes) on this machine
+MARGIN = 0.3  # a change joins the combination when it beats the base by more than this (held-out kNN points)
+
+# Stage 1: (axis, setting label, overrides); one change at a time from the base config.
+RECIPE_AXES: list[tuple[str, str, list[str]]] = [
+    ("base", "defaults", []),
+    ("temperature", "T 0.1", ["method.temperature=0.1"]),
+    ("temperature", "T 0.05", ["method.temperature=0.05"]),
+    ("lr", "lr 0.12, warmup 1", ["train.base_lr=0.12", "train.warmup_epochs=1"]),
+    ("crop", "crop 0.5-1", ["aug.crop_scale=[0.5,1.0]"]),
+    ("crop", "crop 0.08-1", ["aug.crop_scale=[0.08,1.0]"]),
+    ("blur", "blur k3 p0.5", ["aug.blur_p=[0.5,0.5]"]),
+    ("queue", "queue 16384", ["method.queue_size=16384"]),
+    ("symmetric", "symmetric", ["method.symmetric=true"]),
+]
+# The architectures: the base's half-width resnet10t at 28 px, and what costs more per epoch.
+FULL = "model.kwargs.channels=[64,128,256,512]"
+ARCHITECTURES: dict[str, list[str]] = {
+    "resnet10t-half-28": [],
+    "resnet10t-28": [FULL],
+    "resnet18-28": ["model.backbone=resnet18", FULL],
+    "resnet10t-half-56": ["aug.image_size=56"],
+}
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_")
+
+
+def _val(run_id: str, cell: str, overrides: list[str], setting: str, epochs: int, linear: bool = True) -> Run:
+    return Run(run_id, cell, CONFIG, [*overrides, f"train.epochs={epochs}"], kind="val", setting=setting,
+               linear=linear)  # fmt: skip
+
+
+def stage1() -> list[Run]:
+    runs = [_val(f"r{EPOCHS}-{slug(label)}", axis, o, label, EPOCHS) for axis, label, o in RECIPE_AXES]
+    # the architectures' cost: one epoch each (their accuracy is compared at equal minutes, in stage 2)
+    runs += [_val(f"r1-arch-{a}", "arch", o, a, 1, linear=False) for a, o in ARCHITECTURES.items() if o]
+    return runs
+
+
+def record_path(run: Run) -> Path:
+    return OUT / "runs" / f"{run.id}.json"
+
+
+def load(run: Run) -> dict | None:
+    """The run's record; None when it is not done or diverged."""
+    p = record_path(run)
+    rec = json.loads(p.read_text()) if p.is_file() else None
+    return None if rec is None or "diverged" in rec else rec
+
+
+def done(runs: list[Run]) -> bool:
+    return all(record_path(r).is_file() for r in runs)
+
+
+def recipe(run: Run) -> list[str]:
+    """A run's recipe: its overrides without its length."""
+    return [o for o in run.overrides if not o.startswith("train.epochs=")]
+
+
+def combined(runs: list[Run]) -> Run | None:
+    """Every recipe change that beat the base by more than MARGIN (each axis at its best value), together; None
+    until every recipe probe is done."""
+    probes = [r for r in runs if r.cell != "arch"]
+    base = load(probes[0])
+    if not done(probes) or base is None:
+        return None
+    best: dict[str, tuple[float, Run]] = {}
+    for r in probes[1:]:
+        rec = load(r)
+        if (
+            rec is not None
+            and rec["knn"] > base["knn"] + MARGIN
+            and rec["knn"] > best.get(r.cell, (-1.0,))[0]
+        ):
+            best[r.cell] = (rec["knn"], r)
+    chosen = [r for r in probes if any(r is b for _, b in best.values())]
+    overrides = [o for r in chosen for o in recipe(r)]
+    label = " + ".join(r.setting for r in chosen) or "defaults"
+    return _val(f"r{EPOCHS}-combined", "combined", overrides, label, EPOCHS)
+
+
+def per_epoch(rec: dict) -> float | None:
+    return rec["train_minutes"] / rec["epochs"] if rec and rec.get("train_minutes") else None
+
+
+def budget_runs(runs: list[Run], chosen: Run, archs: list[str], budgets: tuple[int, ...]) -> list[Run]:
+    """Each architecture with the chosen recipe at each budget: its epochs from the minutes per epoch measured in
+    stage 1 (the chosen recipe's, scaled by the architecture's cost over the base's)."""
+    base = per_epoch(load(runs[0]))
+    out = []
+    for arch in archs:
+        arch_run = next((r for r in runs if r.cell == "arch" and r.setting == arch), runs[0])
+        minutes = per_epoch(load(chosen)) * per_epoch(load(arch_run)) / base
+        for b in budgets:
+            epochs = max(1, math.floor(b / minutes))
+            out.append(_val(f"b{b}-{arch}", f"budget {b}", [*recipe(chosen), *ARCHITECTURES[arch]],
+                            f"{arch}, {chosen.setting}, {epochs} epochs", epochs))  # fmt: skip
+    return out
+
+
+def stage2(runs: list[Run]) -> list[Run]:
+    """The combination, then every architecture at the first budget, then the winner at the others."""
+    combo = combined(runs)
+    if combo is None:
+        return []
+    if not done([*runs, combo]):
+        return [combo]
+    base, combo_rec = load(runs[0]), load(combo)
+    chosen = combo if combo_rec is not None and combo_rec["knn"] > base["knn"] else runs[0]
+    first = budget_runs(runs, chosen, list(ARCHITECTURES), BUDGETS[:1])
+    out = [combo, *first]
+    scored = [(rec["knn"], r) for r in first if (rec := load(r)) is not None]
+    if done(first) and scored:
+        winner = max(scored, key=lambda t: t[0])[1]
+        out += budget_runs(runs, chosen, [winner.id.split("-", 1)[1]], BUDGETS[1:])
+    return out
+
+
+def queue() -> list[Run]:
+    runs = stage1()
+    return runs + stage2(runs)
+
+
+def report() -> str:
+    lines = [
+        "| run | stage | setting | epochs | train minutes | kNN, held out | linear, held out | kNN after each epoch |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in queue():
+        p = record_path(r)
+        if not p.is_file():
+            continue
+        rec = json.loads(p.read_text())
+        if "diverged" in rec:
+            lines.append(f"| `{r.id}` | {r.cell} | {r.setting} | | | diverged | | |")
+            continue
+        curve = ", ".join(f"{v:.2f}" for v in rec.get("knn_curve", []))
+        minutes = f"{rec['train_minutes']:.1f}" if rec.get("train_minutes") else ""
+        lines.append(
+            f"| `{r.id}` | {r.cell} | {r.setting} | {rec['epochs']} | {minutes} | {rec['knn']:.2f} | "
+            f"{rec.get('linear', float('nan')):.2f} | {curve} |"
+        )
+    return "\n".join(lines)
+
+
+BEGIN, END = "<!-- recipe table: begin -->", "<!-- recipe table: end -->"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["list", "run", "report"])
+    p.add_argument("--only", help="a regular expression on run ids")
+    a = p.parse_args(argv)
+    if a.what == "list":
+        cmd_list(queue(), record_path)
+    elif a.what == "run":
+        cmd_run(queue, record_path, RUNS_DIR, a.only)
+    else:
+        md = report()
+        print(md)
+        page = OUT.parent / "recipe_search.md"
+        text = page.read_text()
+        if BEGIN in text:
+            head, rest = text.split(BEGIN, 1)
+            page.write_text(head + BEGIN + "\n" + md + "\n" + END + rest.split(END, 1)[1])
+
+
+if __name__ == "__main__":
+    main()

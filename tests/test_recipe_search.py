@@ -1,0 +1,63 @@
+"""The recipe search's queue (scripts/recipe_search.py): held-out only, and the stages it adds as runs finish."""
+
+import json
+import sys
+
+from .conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import recipe_search  # noqa: E402
+
+
+def _fake(run, knn: float, minutes_per_epoch: float = 1.0) -> None:
+    epochs = int(next(o for o in run.overrides if o.startswith("train.epochs=")).split("=")[1])
+    p = recipe_search.record_path(run)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    rec = {"id": run.id, "cell": run.cell, "kind": run.kind, "seed": 0, "knn": knn, "linear": knn + 3,
+           "epochs": epochs, "train_minutes": minutes_per_epoch * epochs}  # fmt: skip
+    p.write_text(json.dumps(rec))
+
+
+def test_every_run_is_a_held_out_probe_with_a_linear_probe_on_the_held_out_images(tmp_path, monkeypatch):
+    monkeypatch.setattr(recipe_search, "OUT", tmp_path)
+    runs = recipe_search.queue()
+    assert len({r.id for r in runs}) == len(runs)
+    for r in runs:
+        out = recipe_search.RUNS_DIR / r.id
+        assert r.kind == "val" and "data.holdout=10000" in r.pretrain_command(out)
+        assert "data.holdout=10000" in r.linear_command(out)
+    assert [r.wants_linear for r in runs if r.cell == "arch"] == [False] * 3
+
+
+def test_stage_two_combines_the_winning_changes_and_sizes_the_budgets_by_measured_minutes(tmp_path, monkeypatch):
+    monkeypatch.setattr(recipe_search, "OUT", tmp_path)
+    stage1 = recipe_search.stage1()
+    scores = {"defaults": 80.0, "T 0.1": 80.5, "T 0.05": 81.0, "crop 0.5-1": 80.2, "symmetric": 82.0}
+    cost = {"resnet10t-28": 3.0, "resnet18-28": 6.0, "resnet10t-half-56": 4.0, "symmetric": 2.0}
+    symmetric = next(r for r in stage1 if r.setting == "symmetric")
+    for r in stage1:
+        if r is not symmetric:
+            _fake(r, scores.get(r.setting, 79.0), cost.get(r.setting, 1.0))
+    assert recipe_search.queue() == stage1  # a recipe probe left: no combination yet
+    _fake(symmetric, scores["symmetric"], cost["symmetric"])
+    combo = recipe_search.queue()[len(stage1)]
+    # T 0.05 (the temperature axis' best), symmetric; crop 0.5 is within the margin
+    assert combo.overrides == ["method.temperature=0.05", "method.symmetric=true", "train.epochs=6"]
+    assert combo.setting == "T 0.05 + symmetric"
+    _fake(combo, 83.0, 2.0)
+    first = recipe_search.queue()[len(stage1) + 1 :]
+    # the combination costs 2 min an epoch at half width; the others scale by their cost over the base's (1 min)
+    assert {r.id: r.overrides[-1] for r in first} == {
+        "b30-resnet10t-half-28": "train.epochs=15",
+        "b30-resnet10t-28": "train.epochs=5",
+        "b30-resnet18-28": "train.epochs=2",
+        "b30-resnet10t-half-56": "train.epochs=3",
+    }
+    assert all("method.symmetric=true" in r.overrides for r in first)
+    for r, knn in zip(first, (84.0, 85.0, 83.0, 84.5)):
+        _fake(r, knn)
+    rest = recipe_search.queue()[len(stage1) + 5 :]
+    assert [r.id for r in rest] == ["b60-resnet10t-28", "b90-resnet10t-28"]
+    assert rest[-1].overrides[-1] == "train.epochs=15" and recipe_search.FULL in rest[-1].overrides
+    assert "| `b30-resnet10t-28` | budget 30 |" in recipe_search.report()
