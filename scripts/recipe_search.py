@@ -63,6 +63,13 @@ ARCHITECTURES: dict[str, list[str]] = {
 }
 
 
+# The ViT (MoCo v3, recipes/configs/mocov3_vit_fmnist.yaml): its learning rate at 3 epochs with 1 warmup epoch
+# (MoCo v3's ImageNet lr, 1.5e-4 x B/256, is set for 300 epochs of 1.28M images).
+VIT_CONFIG = "recipes/configs/mocov3_vit_fmnist.yaml"
+VIT_EPOCHS = 3
+VIT_LRS = (1.5e-4, 5e-4, 1.5e-3)
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_")
 
@@ -76,6 +83,12 @@ def stage1() -> list[Run]:
     runs = [_val(f"r{EPOCHS}-{slug(label)}", axis, o, label, EPOCHS) for axis, label, o in RECIPE_AXES]
     # the architectures' cost: one epoch each (their accuracy is compared at equal minutes, in stage 2)
     runs += [_val(f"r1-arch-{a}", "arch", o, a, 1, linear=False) for a, o in ARCHITECTURES.items() if o]
+    runs += [
+        Run(f"v{VIT_EPOCHS}-vit-lr_{lr:g}", "vit", VIT_CONFIG,
+            [f"train.base_lr={lr}", "train.warmup_epochs=1", f"train.epochs={VIT_EPOCHS}"], kind="val",
+            setting=f"ViT lr {lr:g}", linear=True)
+        for lr in VIT_LRS
+    ]  # fmt: skip
     return runs
 
 
@@ -102,7 +115,7 @@ def recipe(run: Run) -> list[str]:
 def combined(runs: list[Run]) -> Run | None:
     """Every recipe change that beat the base by more than MARGIN (each axis at its best value), together; None
     until every recipe probe is done."""
-    probes = [r for r in runs if r.cell != "arch"]
+    probes = [r for r in runs if r.cell not in ("arch", "vit")]
     base = load(probes[0])
     if not done(probes) or base is None:
         return None
@@ -141,7 +154,9 @@ def budget_runs(runs: list[Run], chosen: Run, archs: list[str], budgets: tuple[i
 
 
 def stage2(runs: list[Run]) -> list[Run]:
-    """The combination, then every architecture at the first budget, then the winner at the others."""
+    """The combination, then every architecture at the first budget, then the winner at the others (the ViT's
+    probes are its own)."""
+    runs = [r for r in runs if r.cell != "vit"]
     combo = combined(runs)
     if combo is None:
         return []

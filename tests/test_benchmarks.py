@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -96,6 +97,54 @@ def test_vs_lightly_step_mode(tmp_path):
     )
     r = _run("vs_lightly", *TINY, "--rounds", "1", "--warmup", "0", tmp_path=tmp_path)
     assert set(r["median_step_s"]) == {"ours", "ours_plain_bn", "lightly", "lightly_channels_last"}
+
+
+def test_vs_lightly_curve_mode_writes_a_reference_curve_and_resumes_exactly(tmp_path):
+    """Curve mode, stopped after epoch 1 of 2 and run again, writes the reference-curve JSON `xmoco-zoo plot zoo
+    --reference` reads, and ends with the weights, memory bank and kNN of an uninterrupted run."""
+    pytest.importorskip(
+        "lightly", reason="lightly is a benchmark-only dependency (pip install -e '.[bench]')"
+    )
+    import torch
+
+    from xmoco_zoo.zoo import read_reference_curve
+
+    tiny = ["--mode", "curve", "--recipe", "lightly_cifar10", *TINY, "--max-images", "256", "--epochs", "2"]
+    tiny += ["--lightly-workers", "1"]
+
+    def curve(name: str, *extra: str) -> tuple[dict, Path]:
+        out = tmp_path / name / "curve.json"
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "vs_lightly.py"), *tiny, "--out", str(out), *extra],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=ROOT,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(out.read_text()), out
+
+    first, _ = curve("stopped", "--stop-after-epoch", "1")
+    assert [p["epochs"] for p in first["points"]] == [1]
+    resumed, out = curve("stopped")
+    whole, whole_out = curve("whole")
+
+    points = resumed["points"]
+    assert [p["epochs"] for p in points] == [1, 2]
+    assert 0 < points[0]["minutes"] < points[1]["minutes"]
+    assert all(0 <= p["knn"] <= 100 and p["linear"] is None for p in points)
+    assert points[0] == first["points"][0]
+    assert resumed["label"].startswith("lightly ") and "test_resnet 16 px" in resumed["label"]
+    assert resumed["machine"] and "--stop-after-epoch" not in resumed["command"]
+    assert resumed["command"].startswith("python benchmarks/vs_lightly.py --mode curve")
+    ref = read_reference_curve(out)
+    assert [p["epochs"] for p in ref.points] == [1.0, 2.0] and ref.command == resumed["command"]
+
+    assert [(p["knn"], p["loss"]) for p in points] == [(p["knn"], p["loss"]) for p in whole["points"]]
+    a, b = (torch.load(o.with_name("curve.checkpoint.pt"), weights_only=True) for o in (out, whole_out))
+    for part in ("model", "memory_bank"):
+        assert a[part].keys() == b[part].keys()
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
 
 
 def test_step_parts_times_each_part_and_the_three_sgd_kernels(tmp_path):

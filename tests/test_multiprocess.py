@@ -50,12 +50,12 @@ CASES = {
     "amcl": ("amcl", VIT, V2),
     "mocov3_resnet_syncbn": ("mocov3", RESNET, V3),
 }
-# Weights: float32 reduction order differs between 2 x B and 2B. On test_vit the 3-step difference is ~1e-6;
-# through BatchNorm in every ResNet layer (batch 16) the gradients amplify it on the first convs: ~3e-5 on an
-# Intel Xeon, 5.4e-4 on an AMD EPYC (measured 2026-12-02, the same at the commits before and after that day's
-# changes), hence the looser bound there. A wrong statistic or gradient is off by the size of the update (>1e-3);
-# a float64 version of this comparison would separate the two by orders of magnitude (to do).
-ATOL = {"mocov3_resnet_syncbn": 1e-3}
+# The training comparison runs in float64: 2 x B and 2B sum in a different order, which in float32 differed by
+# up to 5.4e-4 through the BatchNorms of a ResNet (an AMD EPYC, 2026-12-02); in float64 the largest difference
+# measured is 6e-15 (every case), ten orders of magnitude below what a wrong statistic or gradient moves (the
+# size of an update, >1e-3).
+DTYPE = torch.float64
+ATOL = RTOL = 1e-10
 KNN_N, KNN_BATCH = 13, 4  # 13 samples in batches of 4 over 2 processes: a short, uneven last round
 
 
@@ -86,7 +86,7 @@ def _build(name: str, backbone: tuple, opts: dict, world: int) -> nn.Module:
 def _train(case: str, rank: int, world: int) -> dict:
     """STEPS SGD steps; per step the loss terms averaged over processes; the final state."""
     name, backbone, opts = CASES[case]
-    model = _build(name, backbone, opts, world)
+    model = _build(name, backbone, opts, world).to(DTYPE)
     wrapped = model
     if world > 1:
         with warnings.catch_warnings():
@@ -97,14 +97,14 @@ def _train(case: str, rank: int, world: int) -> dict:
     for step in range(STEPS):
         x1, x2 = _global_batch(step)
         n = x1.shape[0] // world
-        x1, x2 = x1[rank * n : (rank + 1) * n], x2[rank * n : (rank + 1) * n]
+        x1, x2 = x1[rank * n : (rank + 1) * n].to(DTYPE), x2[rank * n : (rank + 1) * n].to(DTYPE)
         torch.manual_seed(100 + step)  # the shuffle / split-BN permutations draw from it
         out = wrapped(x1, x2, MOMENTUM)
         out["loss"].backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         names = sorted(k for k in out if k.startswith("loss"))
-        t = torch.stack([out[k].detach().float() for k in names])
+        t = torch.stack([out[k].detach().double() for k in names])
         if world > 1:
             dist.all_reduce(t)
             t /= world
@@ -256,13 +256,12 @@ def test_two_processes_equal_one_process_with_the_whole_batch(two_processes, cas
     with _one_thread():
         one = _train(case, rank=0, world=1)
     assert one["names"] == r0["names"]
-    torch.testing.assert_close(r0["terms"], one["terms"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(r0["terms"], one["terms"], rtol=RTOL, atol=ATOL)
     assert r0["state"].keys() == one["state"].keys()
-    atol = ATOL.get(case, 5e-6)
     for k, v in one["state"].items():
         if v.is_floating_point():
             torch.testing.assert_close(
-                r0["state"][k], v, rtol=1e-4, atol=atol, msg=lambda m, k=k: f"{k}: {m}"
+                r0["state"][k], v, rtol=RTOL, atol=ATOL, msg=lambda m, k=k: f"{k}: {m}"
             )
         else:  # queue pointers, BN batch counters
             assert torch.equal(r0["state"][k], v), k

@@ -10,6 +10,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .losses.infonce import at_least_fp32
+
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -110,7 +112,7 @@ class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(x)
         c = x.shape[1]
         dims = [0, *range(2, x.dim())]
-        xf = x.float()
+        xf = at_least_fp32(x)  # the statistics in float32 under autocast (float64 stays float64)
         count = torch.full((1,), x.numel() // c, dtype=xf.dtype, device=x.device)
         stats = all_reduce_sum_with_grad(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))
         n = stats[-1]

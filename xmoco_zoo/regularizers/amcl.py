@@ -21,6 +21,7 @@ from ..losses import (
     amcl_authors_loss,
     amcl_pair_loss,
     amcl_posterior_loss,
+    at_least_fp32,
     drop_positive,
     fp32_region,
     temperature_stats,
@@ -166,7 +167,7 @@ class AMCL(Regularizer):
             keys.append(torch.cat([v for v in k if v is not None]))
             per_head.append((q, k))
         # One collective for every extra head's keys: (N·V, (H−1)·D) per process.
-        gathered = gather_no_grad(torch.cat(keys, dim=1)).float()
+        gathered = at_least_fp32(gather_no_grad(torch.cat(keys, dim=1)))
         self._extra_keys = []  # per head, what its queue gets: view by view, each in rank order (as the base's)
         views = [b for b in (0, 1) if step.k[b] is not None]
         n, d = step.k[views[0]].shape
@@ -181,8 +182,8 @@ class AMCL(Regularizer):
             bank = None if self.queues is None else self.queues[c].queue.clone()
             out.append(
                 dict(
-                    q=[None if v is None else v.float() for v in q],
-                    k=[None if v is None else v.float() for v in k],
+                    q=[None if v is None else at_least_fp32(v) for v in q],
+                    k=[None if v is None else at_least_fp32(v) for v in k],
                     k_all=k_all,
                     bank=bank,
                     cross=None,
