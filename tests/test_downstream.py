@@ -269,10 +269,11 @@ def _official_r50(layout: str, path: Path) -> nn.Module:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layout", ["mocov2", "mocov3"])
-def test_official_resnet50_checkpoint_to_torchvision_detectron2_and_onnx(tmp_path, layout):
+def test_official_resnet50_checkpoint_to_torchvision_detectron2_and_onnx(tmp_path):
+    """The chain from an official MoCo v2 ResNet-50 checkpoint. (MoCo v3's ResNet-50 layout converts to the same
+    timm folder, bitwise-checked in tests/test_convert.py; from that folder on the chain is the same code.)"""
     pytest.importorskip("onnxruntime", reason="the onnx extra: pip install 'xmoco-zoo[onnx]'")
-    encoder = _official_r50(layout, tmp_path / "official.pth.tar")
+    encoder = _official_r50("mocov2", tmp_path / "official.pth.tar")
     folder = tmp_path / "timm"
     run_cli("convert", str(tmp_path / "official.pth.tar"), str(folder))
     x = torch.randn(2, 3, 128, 128)
