@@ -229,3 +229,39 @@ def test_xmoco_zoo_push_cli_uploads_export_and_a_changed_card(hub):
     assert served["text"] == (folder / "README.md").read_text()
     for text in (first.stdout, first.stderr, second.stdout, second.stderr, hub.push.log(), hub.pull.log()):
         assert TOKEN not in text
+
+
+# argv: a JSON list of [repo_id, local folder]. Each published model as users load it: hf-hub: (plain and
+# features_only=True) against local-dir:, bit for bit, on its own input size.
+LOAD_PUBLISHED = """
+import json, sys, torch, timm
+torch.manual_seed(0)
+out = {}
+for repo_id, folder in json.loads(sys.argv[1]):
+    local = timm.create_model('local-dir:' + folder, pretrained=True).eval()
+    remote = timm.create_model('hf-hub:' + repo_id, pretrained=True).eval()
+    pyramid = timm.create_model('hf-hub:' + repo_id, pretrained=True, features_only=True).eval()
+    x = torch.randn(2, *local.pretrained_cfg['input_size'])
+    with torch.no_grad():
+        assert torch.equal(remote(x), local(x)), repo_id
+        maps = pyramid(x)
+    assert maps and all(m.shape[0] == 2 and m.dim() == 4 for m in maps), repo_id
+    out[repo_id] = {'maps': len(maps), 'channels': pyramid.feature_info.channels()}
+print(json.dumps(out))
+"""
+PUBLISHED = sorted(p for p in (Path(__file__).resolve().parents[1] / "hub").glob("*/config.json"))
+
+
+@pytest.mark.skipif(not PUBLISHED, reason="no published model in hub/")
+def test_every_published_model_loads_through_the_hub_mirror_also_as_a_feature_pyramid(hub):
+    """hub/ as pushed, served by olah: `hf-hub:` equals `local-dir:`, and `features_only=True` gives the
+    multi-scale feature maps a detection or segmentation user builds on (issue 15)."""
+    pairs = []
+    for cfg in PUBLISHED:
+        repo_id = json.loads(cfg.read_text())["xmoco_zoo"]["repo_id"]
+        make_mirror_repo(hub.mirrors, repo_id, cfg.parent)
+        pairs.append([repo_id, str(cfg.parent)])
+    proc = _run(LOAD_PUBLISHED, json.dumps(pairs), env=hub_env(hub.pull, _fresh_cache(hub)), cwd=hub.root)
+    loaded = _last_json(proc)
+    assert sorted(loaded) == sorted(r for r, _ in pairs)
+    assert all(v["maps"] >= 3 for v in loaded.values())
