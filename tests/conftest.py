@@ -9,7 +9,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "pretrain.py"
 HOOKED_RECIPE = ROOT / "tests" / "hooked_pretrain.py"  # the recipe with tests/fault_hooks.py installed
-torch.set_num_threads(2)
+if os.environ.get(
+    "PYTEST_XDIST_WORKER"
+):  # two pytest workers share the 2 cores: one thread each, children too
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(2)
 
 
 def run_pretrain(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -77,7 +83,15 @@ def launch_two(
         *args,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+    port = cmd.index("--main_process_port") + 1
+    for _ in range(
+        3
+    ):  # free_port() is free when asked, not necessarily when the launcher binds it a few s later
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+        if proc.returncode == 0 or "address already in use" not in (proc.stderr + proc.stdout).lower():
+            return proc
+        cmd[port] = str(free_port())
+    return proc
 
 
 # A tiny synthetic run: test_resnet at 32 px, no workers, no trackers but the CSV one.

@@ -42,6 +42,16 @@ def signal_at_step(spec: str) -> Callable[[int, int], None]:
                     os.kill(pid, signal.SIGTERM)
             time.sleep(0.2)
             os.kill(launcher, signal.SIGTERM)
+            # Wait (at most 20 s) for the launcher's forwarded copy to reach this rank: on a loaded machine the
+            # agent can forward it after this rank would have checkpointed and left its SIGTERM handler.
+            stopper = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+            deadline = time.monotonic() + 20
+            while (
+                stopper is not None
+                and not getattr(stopper, "_told_repeat", True)
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.05)
         else:
             os.kill(os.getpid(), {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM}[sig])
 
