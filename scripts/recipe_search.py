@@ -134,18 +134,25 @@ def combined(runs: list[Run]) -> Run | None:
     return _val(f"r{EPOCHS}-combined", "combined", overrides, label, EPOCHS)
 
 
-def per_epoch(rec: dict) -> float | None:
-    return rec["train_minutes"] / rec["epochs"] if rec and rec.get("train_minutes") else None
+def per_epoch(rec: dict | None, run_id: str = "") -> float:
+    """Training minutes per epoch of a stage-1 record (the epochs alone, ``train_minutes``)."""
+    if not rec or not rec.get("train_minutes"):
+        raise SystemExit(
+            f"recipe_search: the record of {run_id or 'a stage-1 run'} has no train_minutes, so the budgets' epochs "
+            f"cannot be computed; delete {OUT / 'runs' / (run_id + '.json')} and run it again with the current "
+            f"scripts/run_queue.py (which records the epochs' minutes)"
+        )
+    return rec["train_minutes"] / rec["epochs"]
 
 
 def budget_runs(runs: list[Run], chosen: Run, archs: list[str], budgets: tuple[int, ...]) -> list[Run]:
     """Each architecture with the chosen recipe at each budget: its epochs from the minutes per epoch measured in
     stage 1 (the chosen recipe's, scaled by the architecture's cost over the base's)."""
-    base = per_epoch(load(runs[0]))
+    base = per_epoch(load(runs[0]), runs[0].id)
     out = []
     for arch in archs:
         arch_run = next((r for r in runs if r.cell == "arch" and r.setting == arch), runs[0])
-        minutes = per_epoch(load(chosen)) * per_epoch(load(arch_run)) / base
+        minutes = per_epoch(load(chosen), chosen.id) * per_epoch(load(arch_run), arch_run.id) / base
         for b in budgets:
             epochs = max(1, math.floor(b / minutes))
             # the kNN monitor about 5 times a run (and at its end): the minutes count the epochs alone, but

@@ -67,3 +67,20 @@ def test_stage_two_combines_the_winning_changes_and_sizes_the_budgets_by_measure
     assert [r.id for r in rest] == ["b60-resnet10t-28", "b90-resnet10t-28"]
     assert rest[-1].overrides[-1] == "train.epochs=15" and recipe_search.FULL in rest[-1].overrides
     assert "| `b30-resnet10t-28` | budget 30 |" in recipe_search.report()
+
+
+def test_a_stage_one_record_without_training_minutes_stops_the_budgets_with_the_fix(tmp_path, monkeypatch):
+    import pytest
+
+    monkeypatch.setattr(recipe_search, "OUT", tmp_path)
+    stage1 = recipe_search.stage1()
+    for r in stage1:
+        if r.cell != "vit":
+            _fake(r, 80.0)
+    base = recipe_search.record_path(stage1[0])
+    rec = json.loads(base.read_text())
+    del rec["train_minutes"]
+    base.write_text(json.dumps(rec))
+    _fake(recipe_search.combined(stage1), 81.0)
+    with pytest.raises(SystemExit, match=f"{stage1[0].id} has no train_minutes.*delete"):
+        recipe_search.queue()
