@@ -19,31 +19,14 @@ import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from . import methods  # noqa: F401  (registers every method's facts)
-from .errors import UserError
+from .folder import CARD, META_KEY, TRAINING_CONFIG, CardError, read_folder_config
 from .registry import facts, list_methods
 from .results import DATASET_NAMES, HF_DATASET_IDS, EvalRecord, read_results
-
-META_KEY = "xmoco_zoo"
-CARD = "README.md"
-TRAINING_CONFIG = "training_config.yaml"
-
-
-class CardError(UserError, ValueError):
-    """A model folder whose card cannot be rendered (missing or inconsistent files)."""
 
 
 def _templates() -> Path:
     """``model_cards/``: the card template and the per-method text (in the package as ``xmoco_zoo/model_cards``)."""
     return Path(__file__).resolve().parent / "model_cards"
-
-
-def read_folder_config(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / "config.json"
-    if not path.is_file():
-        raise CardError(
-            f"{folder} has no config.json: not a timm Hub folder (export one with `xmoco-zoo export`)"
-        )
-    return json.loads(path.read_text())
 
 
 def method_parts(meta: dict[str, Any]) -> list[str]:

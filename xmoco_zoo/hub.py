@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .card import CARD, META_KEY, read_folder_config
 from .errors import UserError
+from .folder import CARD, META_KEY, read_folder_config
 
 REQUIRED_FILES = ("model.safetensors", "config.json", CARD)
 # Files that never belong in a published repo.

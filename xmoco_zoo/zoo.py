@@ -40,8 +40,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .card import META_KEY, read_folder_config
 from .errors import InputNotFoundError, UserError
+from .folder import META_KEY, read_folder_config
 from .results import DATASET_NAMES, EvalRecord, read_results
 
 CSV_NAME = "results.csv"
