@@ -5,7 +5,8 @@
 #   - weighted kNN (k=200, t=0.1), beside the same architecture at random init and raw pixels (the floor)
 #   - linear probe (fast mode: cached features, L-BFGS), same baselines
 #   - full fine-tuning (3 epochs) and 10 % semi-supervised fine-tuning (15 epochs), each beside the same
-#     architecture trained from scratch with the same schedule (--compare-scratch)
+#     architecture trained from scratch with the same schedule (--compare-scratch; one scratch run per
+#     architecture, reused by every model of it: runs/eval/scratch/)
 # Usage: bash scripts/publish_fmnist.sh RUN NAME        e.g. runs/mocov2_fmnist mocov2-resnet10t-fmnist
 # Then: xmoco-zoo push hub/NAME ORG/NAME (token from HF_TOKEN or `hf auth login`).
 set -euo pipefail
@@ -36,9 +37,18 @@ PY
   "model.spec=local-dir:$OUT" "run.output_dir=$EVAL/knn"
 "${LAUNCH[@]}" recipes/linear_eval.py --config recipes/configs/eval/linear_fmnist.yaml \
   "model.spec=local-dir:$OUT" "run.output_dir=$EVAL/linear"
+# The from-scratch baselines depend on the architecture alone (and the schedule): one scratch run per architecture
+# serves every model of it (finetune.py --scratch-dir checks the architecture and schedule before reusing one).
+SCRATCH=runs/eval/scratch/$(python - "$OUT" <<'PY'
+import hashlib, json, sys
+cfg = json.load(open(f"{sys.argv[1]}/config.json"))
+key = json.dumps([cfg["architecture"], cfg.get("model_args"), cfg["pretrained_cfg"].get("input_size")], sort_keys=True)
+print(f"{cfg['architecture']}-{hashlib.sha256(key.encode()).hexdigest()[:10]}")
+PY
+)
 "${LAUNCH[@]}" recipes/finetune.py --config recipes/configs/eval/finetune_fmnist.yaml --compare-scratch \
-  "model.spec=local-dir:$OUT" "run.output_dir=$EVAL/finetune"
+  --scratch-dir "$SCRATCH/finetune" "model.spec=local-dir:$OUT" "run.output_dir=$EVAL/finetune"
 "${LAUNCH[@]}" recipes/finetune.py --config recipes/configs/eval/semisup_fmnist.yaml --compare-scratch \
-  "model.spec=local-dir:$OUT" "run.output_dir=$EVAL/semisup10"
+  --scratch-dir "$SCRATCH/semisup10" "model.spec=local-dir:$OUT" "run.output_dir=$EVAL/semisup10"
 xmoco-zoo plot curves "$RUN" --out "$EVAL/training_curves.png"
 xmoco-zoo list --write   # hub/results.csv and the README's model table

@@ -236,10 +236,53 @@ def test_finetune_and_semisup_through_the_cli_compare_with_scratch(model_dir, tm
         read_scratch_result(scratch_file, "semisup_10pct", "synthetic", "test", r.protocol_args)
         == r.baselines["same architecture from scratch, same schedule"]
     )
-    with pytest.raises(Exception, match="same schedule"):
+    with pytest.raises(Exception, match="same architecture and schedule"):
         read_scratch_result(
             scratch_file, "semisup_10pct", "synthetic", "test", {**r.protocol_args, "epochs": 9}
         )
+
+
+def _exported(folder, seed: int, **kwargs):
+    torch.manual_seed(seed)
+    model = timm.create_model("test_resnet", num_classes=0, **kwargs)
+    save_timm_folder(model, folder, tag="test", input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.25,) * 3,
+                     model_args=kwargs or None)  # fmt: skip
+    return folder
+
+
+def test_one_scratch_run_serves_every_model_of_its_architecture_and_refuses_another(tmp_path):
+    scratch = tmp_path / "scratch"
+
+    def finetune(folder, out):
+        return run_cli(
+            "eval", "finetune", "--config", str(ROOT / "recipes/configs/eval/finetune_fmnist.yaml"),
+            "--compare-scratch", "--scratch-dir", str(scratch), f"model.spec=local-dir:{folder}", *SYNTH,
+            "finetune.batch_size=8", "finetune.epochs=1", "run.max_steps=2", f"run.output_dir={tmp_path / out}",
+            check=False,
+        )  # fmt: skip
+
+    first, second = _exported(tmp_path / "a", seed=0), _exported(tmp_path / "b", seed=1)
+    proc = finetune(first, "ft_a")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [scratch_file] = (scratch / "results").glob("finetune_*.json")
+    trained = json.loads(scratch_file.read_text())
+    assert trained["protocol_args"]["init"] == "scratch"
+    assert trained["protocol_args"]["architecture"].startswith("ResNet, ")
+    proc = finetune(
+        second, "ft_b"
+    )  # same architecture, other weights: the scratch run is reused, not retrained
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "reusing" in proc.stdout + proc.stderr
+    assert json.loads(scratch_file.read_text()) == trained
+    a, b = _stored(first, "finetune"), _stored(second, "finetune")
+    assert a.baselines == b.baselines == {"same architecture from scratch, same schedule": trained["value"]}
+    assert not (tmp_path / "ft_b" / "scratch").exists()
+    # another architecture (other widths): a clear error that names the difference, not a wrong baseline
+    other = _exported(tmp_path / "c", seed=0, channels=(16, 32, 64, 128))
+    proc = finetune(other, "ft_c")
+    assert proc.returncode != 0
+    assert "same architecture and schedule (architecture: scratch 'ResNet" in proc.stderr
+    assert "--scratch-dir" in proc.stderr
 
 
 def test_vit_finetune_config_with_layer_decay_mixup_randaugment_runs_two_steps(tmp_path):

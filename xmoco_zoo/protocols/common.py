@@ -9,6 +9,7 @@ same way, so every protocol measures exactly what a user of the export would get
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import shutil
 import tempfile
@@ -46,6 +47,17 @@ class LoadedModel:
     @property
     def description(self) -> str:
         return self.spec if self.pretrained else f"{self.spec} (architecture only, random init: from scratch)"
+
+
+def architecture_id(model: nn.Module) -> str:
+    """The architecture as its weights' layout: class, parameter count and a digest of every state-dict entry's
+    name and shape. Two models with the same id take each other's weights (a from-scratch baseline can be reused
+    for every model with the same id)."""
+    state = model.state_dict()
+    layout = "\n".join(f"{k} {tuple(v.shape)}" for k, v in state.items())
+    n = sum(p.numel() for p in model.parameters())
+    digest = hashlib.sha256(layout.encode()).hexdigest()[:12]
+    return f"{type(model).__name__}, {n:,} parameters, layout {digest}"
 
 
 def _checkpoint_dir(path: Path) -> Path:

@@ -40,10 +40,11 @@ from tqdm.auto import tqdm
 from ..data import TransformDataset, split_name
 from ..logging import flatten
 from ..optim import set_lr
-from ..results import EvalRecord, validate_record
+from ..results import RESULTS_DIR, EvalRecord, validate_record
 from ..schedules import cosine_lr
 from .common import (
     EvalError,
+    architecture_id,
     dataset_labels,
     eval_transform,
     finish,
@@ -92,7 +93,10 @@ def read_scratch_result(path: str | Path, protocol: str, dataset: str, split: st
     }
     if diff:
         lines = ", ".join(f"{k}: scratch {a!r} vs this run {b!r}" for k, (a, b) in sorted(diff.items()))
-        raise EvalError(f"{path} was not run with the same schedule ({lines})")
+        raise EvalError(
+            f"{path} was not run with the same architecture and schedule ({lines}): point "
+            "finetune.scratch_result (or --scratch-dir) at a scratch run of this architecture and schedule, or delete it"
+        )
     return float(r.value)
 
 
@@ -239,6 +243,7 @@ def run(cfg: FinetuneEvalConfig, scratch_baseline: float | None = None) -> dict:
 
     args = {
         "init": init,
+        "architecture": architecture_id(accelerator.unwrap_model(model)),
         "epochs": ft.epochs,
         "batch_size": total_batch,
         "optimizer": ft.optimizer,
@@ -307,11 +312,12 @@ def run(cfg: FinetuneEvalConfig, scratch_baseline: float | None = None) -> dict:
     )
 
 
-def scratch_config(cfg: FinetuneEvalConfig) -> FinetuneEvalConfig:
-    """The same recipe from a random init of the same architecture, written to ``<output_dir>/scratch``."""
+def scratch_config(cfg: FinetuneEvalConfig, scratch_dir: str | None = None) -> FinetuneEvalConfig:
+    """The same recipe from a random init of the same architecture, written to ``scratch_dir`` (default
+    ``<output_dir>/scratch``)."""
     s = copy.deepcopy(cfg)
     s.model.pretrained = False
-    s.run.output_dir = str(Path(cfg.run.output_dir) / "scratch")
+    s.run.output_dir = scratch_dir or str(Path(cfg.run.output_dir) / "scratch")
     s.finetune.scratch_result = None
     return s
 
@@ -325,6 +331,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="first train the same architecture from scratch with the same schedule (into OUTPUT_DIR/scratch), "
         "then fine-tune the pretrained model and record the scratch number as its baseline",
     )
+    p.add_argument(
+        "--scratch-dir",
+        metavar="DIR",
+        help="with --compare-scratch: the scratch run's folder instead of OUTPUT_DIR/scratch. When DIR already holds "
+        "this protocol's scratch result, it is reused (after checking the same architecture and schedule) instead "
+        "of training again: one scratch run serves every model of the same architecture",
+    )
     p.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. finetune.epochs=10)")
     return p.parse_intermixed_args(argv)
 
@@ -332,13 +345,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     cfg = load_eval_config("finetune", args.config, args.overrides)
+    if args.scratch_dir and not args.compare_scratch:
+        raise EvalError(
+            "--scratch-dir is the folder of --compare-scratch's scratch run: add --compare-scratch"
+        )
     if not args.compare_scratch:
         return run(cfg)
     if not cfg.model.pretrained:
         raise EvalError(
             "--compare-scratch compares a pretrained model with scratch: drop model.pretrained=false"
         )
-    scratch = run(scratch_config(cfg))
+    scratch_cfg = scratch_config(cfg, args.scratch_dir)
+    if args.scratch_dir:
+        done = (
+            Path(args.scratch_dir)
+            / RESULTS_DIR
+            / f"{protocol_name(cfg)}_{cfg.data.dataset}_{split_name(cfg.data)}.json"
+        )
+        if done.is_file():  # run() checks it is the same architecture and schedule, and says what differs
+            PartialState().print(f"from-scratch baseline: reusing {done}")
+            cfg.finetune.scratch_result = str(done)
+            return run(cfg)
+    scratch = run(scratch_cfg)
     summary = run(cfg, scratch_baseline=scratch["top1"])
     summary["scratch"] = scratch
     if PartialState().is_main_process:  # the pretrained run's summary.json also gets the scratch run's
