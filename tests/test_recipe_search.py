@@ -37,20 +37,26 @@ def test_stage_two_combines_the_winning_changes_and_sizes_the_budgets_by_measure
 ):
     monkeypatch.setattr(recipe_search, "OUT", tmp_path)
     stage1 = recipe_search.stage1()
-    scores = {"defaults": 80.0, "T 0.1": 80.5, "T 0.05": 81.0, "crop 0.5-1": 80.2, "symmetric": 82.0}
-    cost = {"resnet10t-28": 3.0, "resnet18-28": 6.0, "resnet10t-half-56": 4.0, "symmetric": 2.0}
-    symmetric = next(r for r in stage1 if r.setting == "symmetric")
+    # every run starts from the base (T 0.05); a change of the base's own key replaces it
+    assert all(
+        "method.temperature=0.05" in r.overrides for r in stage1 if r.cell not in ("vit", "temperature")
+    )
+    [t003] = [r for r in stage1 if r.cell == "temperature"]
+    assert [o for o in t003.overrides if o.startswith("method.temperature")] == ["method.temperature=0.03"]
+    scores = {"T 0.05": 80.0, "T 0.03": 80.5, "crop 0.5-1": 80.2, "crop 0.08-1": 79.0, "queue 16384": 82.0}
+    cost = {"resnet10t-28": 3.0, "resnet18-28": 6.0, "resnet10t-half-56": 4.0, "queue 16384": 2.0}
+    queue = next(r for r in stage1 if r.setting == "queue 16384")
     for r in stage1:
-        if r is not symmetric and r.cell != "vit":
+        if r is not queue and r.cell != "vit":
             _fake(r, scores.get(r.setting, 79.0), cost.get(r.setting, 1.0))
     assert (
         recipe_search.queue() == stage1
     )  # a recipe probe left: no combination yet (the ViT is not waited for)
-    _fake(symmetric, scores["symmetric"], cost["symmetric"])
+    _fake(queue, scores["queue 16384"], cost["queue 16384"])
     combo = recipe_search.queue()[len(stage1)]
-    # T 0.05 (the temperature axis' best), symmetric; crop 0.5 is within the margin
-    assert combo.overrides == ["method.temperature=0.05", "method.symmetric=true", "train.epochs=6"]
-    assert combo.setting == "T 0.05 + symmetric"
+    # T 0.03 and the queue beat the base by more than the margin; crop 0.5 is within it
+    assert combo.overrides == ["method.temperature=0.03", "method.queue_size=16384", "train.epochs=6"]
+    assert combo.setting == "T 0.03 + queue 16384"
     _fake(combo, 83.0, 2.0)
     first = recipe_search.queue()[len(stage1) + 1 :]
     # the combination costs 2 min an epoch at half width; the others scale by their cost over the base's (1 min)
@@ -60,7 +66,9 @@ def test_stage_two_combines_the_winning_changes_and_sizes_the_budgets_by_measure
         "b30-resnet18-28": "train.epochs=2",
         "b30-resnet10t-half-56": "train.epochs=3",
     }
-    assert all("method.symmetric=true" in r.overrides for r in first)
+    for r in first:
+        assert "method.queue_size=16384" in r.overrides
+        assert [o for o in r.overrides if o.startswith("method.temperature")] == ["method.temperature=0.03"]
     for r, knn in zip(first, (84.0, 85.0, 83.0, 84.5)):
         _fake(r, knn)
     rest = recipe_search.queue()[len(stage1) + 5 :]
