@@ -147,7 +147,7 @@ def test_use_a_backbone_downstream(tmp_path):
     from .test_downstream import _official_r50
 
     (tmp_path / "hub").symlink_to(ROOT / "hub")
-    _official_r50("mocov2", tmp_path / "moco_v2_800ep_pretrain.pth.tar")
+    _official_r50(tmp_path / "moco_v2_800ep_pretrain.pth.tar")
     outputs = run_page("downstream.md", tmp_path)
     for name in ("moco_v2_r50_torchvision.pth", "moco_v2_r50_detectron2.pkl", "mocov2_fmnist.onnx"):
         assert (tmp_path / name).is_file(), name

@@ -36,7 +36,7 @@ from xmoco_zoo.downstream import (
 )
 
 from .conftest import ROOT, run_cli
-from .test_convert import _mlp, _prefixed, _randomize_norms
+from .test_convert import _prefixed, _randomize_norms
 
 HUB_MODELS = sorted(p.parent for p in (ROOT / "hub").glob("*/config.json"))
 D2_PARAMS = Path(__file__).parent / "data" / "detectron2_R50_backbone_params.txt"
@@ -242,27 +242,19 @@ def test_every_hub_model_exports_to_onnx_and_matches_torch(folder, tmp_path):
 # ------------------------------------------------------------------------------------------ the chain
 
 
-def _official_r50(layout: str, path: Path) -> nn.Module:
-    """An official MoCo v2 (``module.encoder_q.*``, fc an MLP) or v3 (``module.base_encoder.*`` + momentum
-    encoder + predictor) ResNet-50 checkpoint at ``path``; returns the online encoder without its head."""
-    torch.manual_seed(0 if layout == "mocov2" else 1)
+def _official_r50(path: Path) -> nn.Module:
+    """An official MoCo v2 ResNet-50 checkpoint (``module.encoder_q.*``, fc an MLP) at ``path``; returns the online
+    encoder without its head. (MoCo v3's layout is built in tests/test_convert.py.)"""
+    torch.manual_seed(0)
     net = torchvision.models.resnet50()
     _trained_like_norms(net)
-    if layout == "mocov2":
-        net.fc = nn.Sequential(nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 128))
-        state = {
-            **_prefixed("module.encoder_q.", net.state_dict()),
-            **_prefixed("module.encoder_k.", net.state_dict()),
-            "module.queue": torch.randn(128, 256),
-            "module.queue_ptr": torch.zeros(1, dtype=torch.long),
-        }
-    else:
-        net.fc = _mlp([2048, 512, 256])
-        state = {
-            **_prefixed("module.base_encoder.", net.state_dict()),
-            **_prefixed("module.momentum_encoder.", net.state_dict()),
-            **_prefixed("module.predictor.", _mlp([256, 512, 256]).state_dict()),
-        }
+    net.fc = nn.Sequential(nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 128))
+    state = {
+        **_prefixed("module.encoder_q.", net.state_dict()),
+        **_prefixed("module.encoder_k.", net.state_dict()),
+        "module.queue": torch.randn(128, 256),
+        "module.queue_ptr": torch.zeros(1, dtype=torch.long),
+    }
     torch.save({"epoch": 100, "arch": "resnet50", "state_dict": state}, path)
     net.fc = nn.Identity()
     return net.eval()
@@ -273,7 +265,7 @@ def test_official_resnet50_checkpoint_to_torchvision_detectron2_and_onnx(tmp_pat
     """The chain from an official MoCo v2 ResNet-50 checkpoint. (MoCo v3's ResNet-50 layout converts to the same
     timm folder, bitwise-checked in tests/test_convert.py; from that folder on the chain is the same code.)"""
     pytest.importorskip("onnxruntime", reason="the onnx extra: pip install 'xmoco-zoo[onnx]'")
-    encoder = _official_r50("mocov2", tmp_path / "official.pth.tar")
+    encoder = _official_r50(tmp_path / "official.pth.tar")
     folder = tmp_path / "timm"
     run_cli("convert", str(tmp_path / "official.pth.tar"), str(folder))
     x = torch.randn(2, 3, 128, 128)
