@@ -10,6 +10,7 @@ medians, ratios to MoCo v2. The kNN monitor (the same for every method) and data
 
     python benchmarks/cell_cost.py --threads 2                        # every cell, 15 rounds
     python benchmarks/cell_cost.py --threads 2 --json docs/results/methods_fmnist/cell_cost.json
+    python benchmarks/cell_cost.py --threads 2 --cells amcl --merge --json docs/results/methods_fmnist/cell_cost.json
 
 Run it on a quiet machine (no training, no test suite): the ratios decide the equal-time epochs. Written to
 ``docs/results/methods_fmnist/cell_cost.json``, it adds the equal-time cells (``<cell>@<E>ep``, 3 seeds each) to
@@ -75,6 +76,12 @@ def main(argv=None) -> dict:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--json", help="also write the results here")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="with --json and --cells: update only these cells' ratios and equal-time epochs in the existing JSON "
+        "(each ratio is to MoCo v2 timed in the same run), keeping the other cells' and noting the update",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     table = cells()
@@ -105,7 +112,23 @@ def main(argv=None) -> dict:
     for n in names:
         print(f"{n:<22} {med[n]:>16.3f} {ratios[n]:>9.3f} {result['equal_time_epochs'][n]:>22d}")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        path = Path(args.json)
+        if args.merge:
+            if not (args.cells and path.is_file()):
+                raise SystemExit("--merge updates some cells (--cells) of an existing --json file")
+            old = json.loads(path.read_text())
+            for n in names:
+                if n != BASELINE:
+                    old["ratio_to_mocov2"][n] = ratios[n]
+                    old["equal_time_epochs"][n] = result["equal_time_epochs"][n]
+            old.setdefault("updates", []).append(
+                {
+                    "date": time.strftime("%Y-%m-%d"),
+                    **{k: result[k] for k in ("machine", "setting", "median_step_s")},
+                }
+            )
+            result = old
+        path.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 

@@ -183,3 +183,32 @@ def test_split_bn_candidate_matches_ours():
     torch.testing.assert_close(b.bias.grad, a.bias.grad)
     torch.testing.assert_close(b.running_mean, a.running_mean)
     torch.testing.assert_close(b.running_var, a.running_var)
+
+
+def test_cell_cost_merge_updates_only_the_timed_cells(tmp_path, monkeypatch):
+    """``--cells amcl --merge`` re-times one cell against MoCo v2 and keeps every other cell's measured ratio."""
+    from .conftest import TINY
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import cell_cost
+
+    table = {
+        "mocov2": ("recipes/configs/mocov2_fmnist.yaml", list(TINY)),
+        "amcl": ("recipes/configs/amcl_fmnist.yaml", list(TINY)),
+    }
+    monkeypatch.setattr(cell_cost, "cells", lambda: table)
+    out = tmp_path / "cell_cost.json"
+    kept = {"mocov2": 1.0, "xmoco": 2.04}
+    out.write_text(json.dumps({"machine": "m", "setting": "s", "median_step_s": {"mocov2": 0.25, "xmoco": 0.52},
+                               "ratio_to_mocov2": dict(kept), "equal_time_epochs": {"mocov2": 6, "xmoco": 3}}))  # fmt: skip
+    args = ["--threads", "1", "--rounds", "1", "--warmup", "0", "--cells", "amcl", "--json", str(out)]
+    cell_cost.main([*args, "--merge"])
+    r = json.loads(out.read_text())
+    assert r["ratio_to_mocov2"]["xmoco"] == kept["xmoco"] and r["equal_time_epochs"]["xmoco"] == 3
+    ratio = r["ratio_to_mocov2"]["amcl"]
+    assert ratio > 0 and r["equal_time_epochs"]["amcl"] == max(1, round(6 / ratio))
+    assert r["ratio_to_mocov2"]["mocov2"] == 1.0 and r["median_step_s"] == {"mocov2": 0.25, "xmoco": 0.52}
+    [update] = r["updates"]
+    assert set(update["median_step_s"]) == {"mocov2", "amcl"}
+    with pytest.raises(SystemExit, match="--merge"):
+        cell_cost.main([*args[:-4], "--json", str(out), "--merge"])  # no --cells
