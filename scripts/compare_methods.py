@@ -205,6 +205,9 @@ def cells(probe_runs: list[Run]) -> dict[str, tuple[str, list[str]]]:
     base = best(by_cell.get("mocov2", []))
     if base is not None and base.setting != "defaults":
         out["mocov2_tuned"] = test_cell("mocov2", base)
+        # XMoCo's own base is the symmetric loss: at the tuned temperature too, so that XMoCo (probed on it) is
+        # compared with the same base at the same temperature
+        out["mocov2_sym_tuned"] = (MOCOV2, ["method.symmetric=true", *test_cell("mocov2", base)[1]])
     form_runs = [r for r in by_cell.get("amcl", []) if r.setting.startswith("form=") and " " not in r.setting]
     winner = best(form_runs)
     if winner is not None and "amcl" in out:
@@ -234,6 +237,33 @@ def time_cells(reported: dict[str, tuple[str, list[str]]]) -> dict[str, tuple[st
         e = epochs.get(cell)
         if e is not None and e != REFERENCE_EPOCHS:
             out[f"{cell}@{e}ep"] = (config, [*overrides, f"train.epochs={e}"])
+    return out
+
+
+def bases(reported: dict[str, tuple[str, list[str]]]) -> dict[str, list[str]]:
+    """What each reported cell is compared with, its own base first: a regularizer on MoCo v2 against MoCo v2 at
+    the same temperature (the tuned base when its probe ran on it), XMoCo against the symmetric base at its
+    temperature, MoCo v3 and every cell also against the tuned MoCo v2 (the best base); an equal-time cell
+    against the best MoCo v2 in the same minutes (6 epochs, tuned when there is a tuned cell)."""
+    tuned = reported.get("mocov2_tuned")
+    tuned_overrides = set(tuned[1]) if tuned else set()
+    best_base = "mocov2_tuned" if tuned else "mocov2"
+    own = {"mocov2_sym": "mocov2", "mocov2_tuned": "mocov2", "mocov2_sym_tuned": "mocov2_tuned"}
+    out: dict[str, list[str]] = {}
+    for cell, (_, overrides) in reported.items():
+        if cell == "mocov2":
+            continue
+        on_tuned = bool(tuned_overrides) and tuned_overrides <= set(overrides)
+        if cell in own:
+            first = own[cell]
+        elif cell == "xmoco":
+            first = "mocov2_sym_tuned" if on_tuned else "mocov2_sym"
+        else:
+            first = "mocov2_tuned" if on_tuned else "mocov2"
+        out[cell] = list(dict.fromkeys([first, best_base]))
+        out[cell] = [b for b in out[cell] if b != cell]
+    for cell in time_cells(reported):
+        out[cell] = [best_base]
     return out
 
 
@@ -272,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         from compare_report import report  # noqa: PLC0415  (scripts/compare_report.py)
 
-        report(OUT, runs)
+        report(OUT, runs, bases(cells(probes())))
 
 
 if __name__ == "__main__":

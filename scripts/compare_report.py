@@ -63,6 +63,60 @@ def table(records: list[dict], order: list[str]) -> str:
     return "\n".join(lines)
 
 
+VERDICTS = "<!-- verdicts: begin -->", "<!-- verdicts: end -->"
+GOAL = 1.0  # issue 14's bar: a regularizer beats its base by at least this many kNN points (mean of 3 seeds)
+
+
+def _stats(rs: list[dict], key: str) -> tuple[float, float, int]:
+    values = [r[key] for r in rs if r.get(key) is not None]
+    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return (statistics.mean(values) if values else float("nan")), sd, len(values)
+
+
+def verdict(cell: str, base: str, cells: dict[str, list[dict]], key: str = "knn") -> str:
+    """One comparison of two test cells on ``key``: the difference of the means, each mean ± std, and whether the
+    difference is larger than both cells' spread over seeds (beyond seed noise) and reaches ``GOAL``."""
+    (m, sd, n), (mb, sdb, nb) = _stats(cells[cell], key), _stats(cells[base], key)
+    d = round(m - mb, 2) + 0.0  # no -0.00
+    seeds = f" ({n} and {nb} seeds so far)" if min(n, nb) < 3 else ""
+    if n < 2 or nb < 2:
+        return f"{d:+.2f} ({m:.2f} against {mb:.2f}){seeds}: too few seeds to tell"
+    spread = max(sd, sdb)
+    if abs(d) <= spread:
+        call = f"within the seeds' spread ({spread:.2f})"
+    else:
+        call = f"{'better' if d > 0 else 'worse'} beyond the seeds' spread ({spread:.2f})"
+        if d > 0 and key == "knn":
+            call += f", {'reaching' if d >= GOAL else 'short of'} the {GOAL:g}-point goal"
+    return f"{d:+.2f} ({m:.2f} ± {sd:.2f} against {mb:.2f} ± {sdb:.2f}){seeds}: {call}"
+
+
+def verdicts(records: list[dict], bases: dict[str, list[str]], order: list[str]) -> str:
+    """A line per reported cell against each of its bases (``compare_methods.bases``): kNN and linear probe."""
+    cells = _cells(records, "test")
+    lines = []
+    for cell in sorted(cells, key=lambda c: order.index(c) if c in order else len(order)):
+        for base in bases.get(cell, []):
+            if base not in cells:
+                continue
+            role = "its base" if base == bases[cell][0] else "the best MoCo v2"
+            if "@" in cell:
+                role = "the best MoCo v2 in the same training minutes"
+            lines.append(
+                f"- `{cell}` against `{base}` ({role}): kNN {verdict(cell, base, cells)}; "
+                f"linear {verdict(cell, base, cells, 'linear')}."
+            )
+    return "\n".join(lines)
+
+
+def _between(text: str, markers: tuple[str, str], body: str) -> str:
+    begin, end = markers
+    if begin not in text:
+        return text
+    head, rest = text.split(begin, 1)
+    return head + begin + "\n" + body + "\n" + end + rest.split(end, 1)[1]
+
+
 def bar_chart(records: list[dict], order: list[str], out: Path) -> None:
     import matplotlib
 
@@ -150,18 +204,19 @@ def amcl_curves(runs: list, runs_dir: Path, out: Path) -> bool:
     return True
 
 
-def report(out_dir: Path, runs: list) -> None:
-    """Rewrite the table between the markers of docs/results/methods_fmnist.md and draw the chart."""
+def report(out_dir: Path, runs: list, bases: dict[str, list[str]] | None = None) -> None:
+    """Rewrite the table and the verdicts between their markers in docs/results/methods_fmnist.md and draw the
+    chart."""
     records = [json.loads(p.read_text()) for p in sorted((out_dir / "runs").glob("*.json"))]
     order = list(dict.fromkeys(r.cell for r in runs))
     md = table(records, order)
-    print(md)
+    said = verdicts(records, bases or {}, order)
+    print(md + "\n\n" + said)
     page = out_dir.parent / "methods_fmnist.md"
     text = page.read_text()
-    if BEGIN in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + BEGIN + "\n" + md + "\n" + END + rest.split(END, 1)[1]
-        page.write_text(text)
+    new = _between(_between(text, (BEGIN, END), md), VERDICTS, said)
+    if new != text:
+        page.write_text(new)
     images = out_dir.parent.parent / "images"
     bar_chart(records, order, images / "methods_fmnist_seeds.png")
     from compare_methods import RUNS_DIR  # noqa: PLC0415

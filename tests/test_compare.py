@@ -42,6 +42,30 @@ def test_table_reports_mean_and_sample_std_over_seeds_and_the_probes():
     assert "| a | y |  | diverged |" in md
 
 
+def _cell(cell: str, knn: list[float], linear: list[float]) -> list[dict]:
+    return [{"id": f"{cell}-s{i}", "cell": cell, "kind": "test", "seed": i, "knn": k, "linear": lin}
+            for i, (k, lin) in enumerate(zip(knn, linear))]  # fmt: skip
+
+
+def test_verdicts_call_a_gap_beyond_the_seeds_spread_and_the_one_point_goal():
+    records = (
+        _cell("base", [79.0, 79.4, 79.2], [83.0, 83.2, 83.4])
+        + _cell("reg", [80.6, 80.4, 80.5], [83.1, 83.3, 83.2])  # +1.3 kNN, spread 0.2; linear +0.0
+        + _cell("small", [79.8, 79.6, 79.7], [82.0, 82.1, 82.2])  # +0.5: beyond the spread, short of the goal
+        + _cell("noisy", [78.0, 81.0, 79.5], [83.0, 83.0, 83.0])  # +0.3 with a spread of 1.5
+        + _cell("late", [80.0], [84.0])
+    )
+    bases = {"reg": ["base"], "small": ["base"], "noisy": ["base"], "late": ["base"], "x@3ep": ["base"]}
+    lines = compare_report.verdicts(records, bases, ["base", "reg", "small", "noisy", "late"]).splitlines()
+    reg, small, noisy, late = lines
+    assert reg.startswith("- `reg` against `base` (its base): kNN +1.30 (80.50 ± 0.10 against 79.20 ± 0.20)")
+    assert "better beyond the seeds' spread (0.20), reaching the 1-point goal; linear +0.00" in reg
+    assert "linear +0.00 (83.20 ± 0.10 against 83.20 ± 0.20): within the seeds' spread (0.20)." in reg
+    assert "short of the 1-point goal" in small and "linear -1.10" in small and "worse beyond" in small
+    assert "within the seeds' spread (1.50)" in noisy
+    assert "(1 and 3 seeds so far): too few seeds to tell" in late
+
+
 def test_knn_curve_reads_the_last_line_of_each_epoch_from_a_resumed_log():
     log = (
         "epoch 1: kNN top-1 70.00% (k=200)\nepoch 2: kNN top-1 71.00%\n--resume\nepoch 2: kNN top-1 72.50%\n"
@@ -124,8 +148,9 @@ def test_a_better_base_temperature_adds_a_tuned_base_cell(tmp_path, monkeypatch)
         _fake(r, knn)
     cells = compare_methods.cells(compare_methods.probes())
     assert cells["mocov2_tuned"][1] == ["method.temperature=0.1"] and cells["mocov2"][1] == []
+    assert cells["mocov2_sym_tuned"][1] == ["method.symmetric=true", "method.temperature=0.1"]
     _fake(base[0], 79.0)
-    assert "mocov2_tuned" not in compare_methods.cells(compare_methods.probes())
+    assert not {"mocov2_tuned", "mocov2_sym_tuned"} & set(compare_methods.cells(compare_methods.probes()))
 
 
 def test_regularizers_are_probed_again_on_a_tuned_base(tmp_path, monkeypatch):
