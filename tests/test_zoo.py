@@ -278,3 +278,32 @@ def test_the_committed_index_is_what_the_generator_writes():
     assert rows, "hub/ has no models"
     assert (ROOT / "hub" / "results.csv").read_text() == results_csv(rows), "run `xmoco-zoo list --write`"
     assert readme_block(ROOT / "README.md") == markdown_table(rows, ROOT), "run `xmoco-zoo list --write`"
+
+
+HUB_LIMIT_MB = 120  # issue 15: the published repos stay small enough to clone with the project
+# Published before scripts/publish_fmnist.sh refused uncommitted trees: their weights or results record a commit
+# ending in +dirty. The zoo's retraining replaces and retires them; no other model may join this set.
+LEGACY_DIRTY = {"mocov2-resnet10t-fmnist", "mocov2-resnet10t-fmnist-20ep"}
+
+
+def test_the_published_models_stay_under_the_size_limit_and_come_from_committed_code():
+    files = [p for p in (ROOT / "hub").rglob("*") if p.is_file()]
+    total = sum(p.stat().st_size for p in files) / 1e6
+    assert total < HUB_LIMIT_MB, (
+        f"hub/ holds {total:.1f} MB (limit {HUB_LIMIT_MB} MB): retire a dominated model"
+    )
+    for cfg_path in (ROOT / "hub").glob("*/config.json"):
+        training = json.loads(cfg_path.read_text()).get("xmoco_zoo", {}).get("training", {})
+        commit = training.get("commit") or ""
+        if cfg_path.parent.name in LEGACY_DIRTY:
+            continue
+        assert commit and not commit.endswith("+dirty"), (
+            f"{cfg_path.parent.name} was trained from {commit or 'an unknown commit'}: retrain it from a committed "
+            "tree (scripts/publish_fmnist.sh refuses such runs)"
+        )
+        for result in (cfg_path.parent / "results").glob("*.json"):
+            commit = json.loads(result.read_text()).get("commit") or ""
+            assert commit and not commit.endswith("+dirty"), (
+                f"{result.relative_to(ROOT)} was measured from {commit or 'an unknown commit'}: evaluate again from "
+                "a committed tree (scripts/publish_fmnist.sh)"
+            )
