@@ -45,3 +45,46 @@ def test_every_shipped_config_loads_and_round_trips(tmp_path):
         out = tmp_path / (path.stem + ".yaml")
         out.write_text(to_yaml(cfg))
         assert load_config(out) == cfg
+
+
+def test_a_config_extends_another_and_states_only_what_differs(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "method: {name: mocov2, queue_size: 512, temperature: 0.2}\naug: {crop_scale: [0.3, 1.0]}\n"
+        "train: {epochs: 6, output_dir: runs/base}\n"
+    )
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "child.yaml").write_text(
+        "extends: ../base.yaml\nmethod: {name: co2, co2: {weight: 0.1}}\naug: {crop_scale: [0.5, 1.0]}\n"
+    )
+    cfg = load_config(tmp_path / "sub" / "child.yaml", ["train.epochs=2"])
+    assert cfg.method.name == "co2" and cfg.method.co2.weight == 0.1
+    assert cfg.method.queue_size == 512 and cfg.method.temperature == 0.2  # from the base
+    assert cfg.aug.crop_scale == [0.5, 1.0]  # a list replaces the base's
+    assert cfg.train.output_dir == "runs/base" and cfg.train.epochs == 2  # the command line still wins
+    assert "extends" not in to_yaml(cfg)
+
+
+def test_the_method_configs_resolve_to_their_base_plus_their_own_keys():
+    """co2/xmoco/amcl_fmnist.yaml extend mocov2_fmnist.yaml: everything but the method and the output folder is
+    the baseline's, which is what makes the comparison's cells comparable."""
+    base = load_config(ROOT / "recipes/configs/mocov2_fmnist.yaml")
+    for name in ("co2", "xmoco", "amcl"):
+        cfg = load_config(ROOT / f"recipes/configs/{name}_fmnist.yaml")
+        assert cfg.method.name == name and cfg.train.output_dir == f"runs/{name}_fmnist"
+        assert (cfg.model, cfg.aug, cfg.data, cfg.knn) == (base.model, base.aug, base.data, base.knn)
+        assert (cfg.train.epochs, cfg.train.base_lr, cfg.train.batch_size) == (6, 0.06, 256)
+        assert (cfg.method.queue_size, cfg.method.temperature) == (base.method.queue_size, base.method.temperature)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("extends: missing.yaml\n", r"config file not found: .*missing.yaml \(extended by .*child.yaml\)"),
+        ("extends: child.yaml\n", r"`extends:` makes a cycle"),
+        ("extends: [a.yaml, b.yaml]\n", r"`extends:` takes the path of one YAML file"),
+    ],
+)
+def test_a_bad_extends_says_what_is_wrong(tmp_path, text, message):
+    (tmp_path / "child.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path / "child.yaml")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError  # defined at the bottom of the package so every module can raise it
@@ -236,15 +236,7 @@ def merge_layer(base: Any, layer: Any, where: str) -> Any:
 
 def read_layers(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Any, Any]:
     """The YAML file's layer (empty without a file) and the ``a.b=value`` overrides' layer, unmerged."""
-    file_layer = OmegaConf.create({})
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            file_layer = OmegaConf.load(path)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(e)}); fix the file") from None
+    file_layer = OmegaConf.create({}) if path is None else read_config_file(Path(path))
     for o in overrides:
         if "=" not in o:
             raise ConfigError(f"override {o!r} is not of the form key=value (e.g. train.epochs=10)")
@@ -256,6 +248,36 @@ def read_layers(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
                 "brackets and quotes, e.g. 'method.regularizers=[co2,xmoco]'"
             ) from None
     return file_layer, OmegaConf.from_dotlist(list(overrides))
+
+
+EXTENDS = "extends"
+
+
+def read_config_file(path: Path, chain: tuple[Path, ...] = ()) -> Any:
+    """A YAML config file as one layer. ``extends: OTHER.yaml`` (a path relative to the file) puts the file on top
+    of OTHER's layer, read the same way: a method's config states only what differs from the one it builds on
+    (keys merge; a list or a value replaces the other's)."""
+    if not path.is_file():
+        where = f" (extended by {chain[-1]})" if chain else ""
+        raise ConfigError(f"config file not found: {path}{where}")
+    try:
+        layer = OmegaConf.load(path)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(e)}); fix the file") from None
+    if not isinstance(layer, DictConfig):
+        raise ConfigError(
+            f"{path}: a config file is a mapping of sections (model:, method:, ...), not a list"
+        )
+    if EXTENDS not in layer:
+        return layer
+    parent = layer.pop(EXTENDS)
+    if not isinstance(parent, str) or not parent:
+        raise ConfigError(f"{path}: `{EXTENDS}:` takes the path of one YAML file (relative to {path.parent})")
+    parent_path = (path.parent / parent).resolve()
+    if parent_path in {p.resolve() for p in (*chain, path)}:
+        cycle = " -> ".join(str(p) for p in (*chain, path, parent_path))
+        raise ConfigError(f"{path}: `{EXTENDS}:` makes a cycle ({cycle}); remove one of them")
+    return OmegaConf.merge(read_config_file(parent_path, (*chain, path)), layer)
 
 
 def _yaml_problem(e: Exception) -> str:
