@@ -73,7 +73,10 @@ def test_the_method_configs_resolve_to_their_base_plus_their_own_keys():
         assert cfg.method.name == name and cfg.train.output_dir == f"runs/{name}_fmnist"
         assert (cfg.model, cfg.aug, cfg.data, cfg.knn) == (base.model, base.aug, base.data, base.knn)
         assert (cfg.train.epochs, cfg.train.base_lr, cfg.train.batch_size) == (6, 0.06, 256)
-        assert (cfg.method.queue_size, cfg.method.temperature) == (base.method.queue_size, base.method.temperature)
+        assert (cfg.method.queue_size, cfg.method.temperature) == (
+            base.method.queue_size,
+            base.method.temperature,
+        )
 
 
 @pytest.mark.parametrize(
