@@ -228,16 +228,29 @@ def cost_path() -> Path:
 def time_cells(reported: dict[str, tuple[str, list[str]]]) -> dict[str, tuple[str, list[str]]]:
     """The second budget, equal training wall-clock: each cell whose step costs r times MoCo v2's, retrained for
     round(6 / r) epochs (cell ``<cell>@<E>ep``), once ``cost_path()`` exists. A cell whose equal-time epochs are
-    the reference's needs no second run: its equal-epochs cell is also its equal-time cell."""
+    the reference's needs no second run: its equal-epochs cell is also its equal-time cell, and a cell that
+    learned nothing at equal epochs (``learned_nothing``) gets none."""
     if not cost_path().is_file():
         return {}
     epochs = json.loads(cost_path().read_text())["equal_time_epochs"]
     out = {}
     for cell, (config, overrides) in reported.items():
         e = epochs.get(cell)
-        if e is not None and e != REFERENCE_EPOCHS:
+        if e is not None and e != REFERENCE_EPOCHS and not learned_nothing(cell):
             out[f"{cell}@{e}ep"] = (config, [*overrides, f"train.epochs={e}"])
     return out
+
+
+def learned_nothing(cell: str) -> bool:
+    """The cell's equal-epochs runs are all done and their mean kNN is below raw pixels' (the floor): a collapsed
+    method, whose equal-time cell (fewer epochs of the same collapse) is not run."""
+    from compare_report import FLOOR  # noqa: PLC0415
+
+    recs = [load_record(Run(f"{cell}-e{REFERENCE_EPOCHS}-s{seed}", cell, "", [], seed)) for seed in SEEDS]
+    if any(r is None for r in recs):
+        return False
+    knn = [r.get("knn", 0.0) if "diverged" not in r else 0.0 for r in recs]
+    return sum(knn) / len(knn) < FLOOR["knn"]
 
 
 def bases(reported: dict[str, tuple[str, list[str]]]) -> dict[str, list[str]]:

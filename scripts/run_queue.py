@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import subprocess
 import time
@@ -95,6 +96,19 @@ def git_commit() -> str:
     ).stdout.strip()
 
 
+def machine() -> str:
+    """The CPU's model name and core count (records of runs made on different machines say so)."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores"
+
+
 def knn_curve(log: str) -> list[float]:
     """The kNN monitor after each epoch, from the run's log (a resumed epoch's last line wins)."""
     curve: dict[int, float] = {}
@@ -130,6 +144,7 @@ def execute(run: Run, runs_dir: Path) -> dict:
         "resumed": resumed,
         "pretrain_command": " ".join(pre),
         "commit": git_commit(),
+        "machine": machine(),
         "knn_curve": knn_curve(log.read_text()),
     }
     if run.setting:

@@ -182,3 +182,9 @@ def test_the_measured_step_costs_add_the_equal_time_cells(tmp_path, monkeypatch)
     assert [r.id for r in timed] == [f"mocov2_sym@3ep-s{s}" for s in compare_methods.SEEDS]
     assert timed[0].overrides == ["method.symmetric=true", "train.epochs=3"] and timed[0].kind == "test"
     assert timed[0].wants_linear
+    # a cell that learned nothing at equal epochs (3 seeds below raw pixels) gets no equal-time cell
+    for seed, knn in zip(compare_methods.SEEDS, (75.0, 80.0, 78.0)):
+        run = next(r for r in compare_methods.queue() if r.id == f"mocov2_sym-e6-s{seed}")
+        _fake(run, knn)
+        timed = [r for r in compare_methods.queue() if r.budget == "time"]
+        assert len(timed) == (0 if seed == compare_methods.SEEDS[-1] else 3)
