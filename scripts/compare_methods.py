@@ -256,7 +256,8 @@ def learned_nothing(cell: str) -> bool:
 def bases(reported: dict[str, tuple[str, list[str]]]) -> dict[str, list[str]]:
     """What each reported cell is compared with, its own base first: a regularizer on MoCo v2 against MoCo v2 at
     the same temperature (the tuned base when its probe ran on it), XMoCo against the symmetric base at its
-    temperature, MoCo v3 and every cell also against the tuned MoCo v2 (the best base); an equal-time cell
+    temperature, MoCo v3 and every cell also against the tuned MoCo v2 (the best base) and MoCo v2 at its
+    defaults; an equal-time cell
     against the best MoCo v2 in the same minutes (6 epochs, tuned when there is a tuned cell)."""
     tuned = reported.get("mocov2_tuned")
     tuned_overrides = set(tuned[1]) if tuned else set()
@@ -273,7 +274,7 @@ def bases(reported: dict[str, tuple[str, list[str]]]) -> dict[str, list[str]]:
             first = "mocov2_sym_tuned" if on_tuned else "mocov2_sym"
         else:
             first = "mocov2_tuned" if on_tuned else "mocov2"
-        out[cell] = list(dict.fromkeys([first, best_base]))
+        out[cell] = list(dict.fromkeys([first, best_base, "mocov2"]))
         out[cell] = [b for b in out[cell] if b != cell]
     for cell in time_cells(reported):
         out[cell] = [best_base]

@@ -64,6 +64,11 @@ def test_verdicts_call_a_gap_beyond_the_seeds_spread_and_the_one_point_goal():
     assert "short of the 1-point goal" in small and "linear -1.10" in small and "worse beyond" in small
     assert "within the seeds' spread (1.50)" in noisy
     assert "(1 and 3 seeds so far): too few seeds to tell" in late
+    # the goal is a regularizer's against its own base: against another cell the gap is only called
+    cells = compare_report._cells(records, "test")
+    assert compare_report.verdict("reg", "base", cells, goal=False).endswith(
+        "better beyond the seeds' spread (0.20)"
+    )
 
 
 def test_knn_curve_reads_the_last_line_of_each_epoch_from_a_resumed_log():
