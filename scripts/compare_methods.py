@@ -296,7 +296,24 @@ def queue() -> list[Run]:
         for cell, (config, overrides) in time_cells(reported).items()
         for seed in SEEDS
     ]
-    return fixed + probe_runs + [r for r in runs if r.cell not in CELLS] + timed
+    rest = sorted((r for r in runs if r.cell not in CELLS), key=lambda r: PRIORITY.get(r.cell, len(PRIORITY)))
+    return fixed + probe_runs + rest + timed
+
+
+# The order of the tuned cells' seeds: the bases that judge the regularizers first (the tuned MoCo v2 is CO2's and
+# AMCL's own base, its symmetric twin XMoCo's), then the regularizers, AMCL's collapsed forms last. Python's sort
+# is stable: cells not named here keep their order, after these.
+ORDER = [
+    "co2",
+    "mocov3",
+    "mocov2_tuned",
+    "xmoco",
+    "mocov2_sym_tuned",
+    "amcl",
+    "amcl_authors",
+    "amcl_likelihood",
+]
+PRIORITY = {c: i for i, c in enumerate(ORDER)}
 
 
 def record_path(run: Run) -> Path:
