@@ -7,6 +7,8 @@
 #   - full fine-tuning (3 epochs) and 10 % semi-supervised fine-tuning (15 epochs), each beside the same
 #     architecture trained from scratch with the same schedule (--compare-scratch; one scratch run per
 #     architecture, reused by every model of it: runs/eval/scratch/)
+# The weights are stored in float16 (DTYPE=float32 to keep them whole; docs/publishing.md): the evaluations load the
+# export, so the card's numbers are those of the stored weights.
 # Usage: bash scripts/publish_fmnist.sh RUN NAME        e.g. runs/mocov2_fmnist mocov2-resnet10t-fmnist
 # Then: xmoco-zoo push hub/NAME ORG/NAME (token from HF_TOKEN or `hf auth login`).
 set -euo pipefail
@@ -14,6 +16,7 @@ cd "$(dirname "$0")/.."
 RUN=$1
 NAME=$2
 ORG=${ORG:-xmoco-zoo}
+DTYPE=${DTYPE:-float16}
 OUT=hub/$NAME
 EVAL=runs/eval/$NAME
 LAUNCH=(accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
@@ -25,7 +28,7 @@ if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
   echo "error: the working tree has uncommitted changes — commit them first: the evaluations record the commit" >&2
   exit 2
 fi
-xmoco-zoo export "$RUN" "$OUT" --repo-id "$ORG/$NAME"
+xmoco-zoo export "$RUN" "$OUT" --repo-id "$ORG/$NAME" --dtype "$DTYPE"
 python - "$OUT" <<'PY'
 import json, sys
 commit = json.load(open(f"{sys.argv[1]}/config.json"))["xmoco_zoo"].get("training", {}).get("commit") or ""

@@ -149,6 +149,39 @@ def test_export_from_a_checkpoint_equals_that_checkpoints_backbone(run, tmp_path
     assert json.loads((out / "config.json").read_text())["xmoco_zoo"]["repo_id"] is None
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_export_halves_the_file_and_loads_into_a_float32_model(run, tmp_path, dtype):
+    full = export_checkpoint(run, tmp_path / "fp32")
+    half = export_checkpoint(run, tmp_path / dtype, dtype=dtype)
+    stored = load_file(str(half / "model.safetensors"))
+    for key, value in stored.items():
+        if key.endswith(("running_mean", "running_var")):
+            assert value.dtype == torch.float32, key
+        elif value.is_floating_point():
+            assert value.dtype == getattr(torch, dtype), key
+        else:
+            assert not value.is_floating_point(), key  # num_batches_tracked stays an integer
+    ratio = (half / "model.safetensors").stat().st_size / (full / "model.safetensors").stat().st_size
+    assert ratio < 0.6, ratio
+    model = timm.create_model(f"local-dir:{half}", pretrained=True).eval()
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    ref = timm.create_model(f"local-dir:{full}", pretrained=True).eval()
+    x = torch.randn(4, 1, 28, 28)
+    a, b = model(x), ref(x)
+    # half precision rounds each weight by at most 2^-11 (float16) or 2^-8 (bfloat16) of itself
+    tol = {"float16": 5e-3, "bfloat16": 4e-2}[dtype]
+    assert (a - b).norm() / b.norm() < tol
+    assert json.loads((half / "config.json").read_text())["xmoco_zoo"]["weights_dtype"] == dtype
+    assert f"`model.safetensors`, {dtype} (BatchNorm statistics float32" in (half / "README.md").read_text()
+    assert "`model.safetensors`, float32," in (full / "README.md").read_text()
+    check_folder(half)
+
+
+def test_export_dtype_is_checked(run, tmp_path):
+    with pytest.raises(ExportError, match="unknown weights dtype 'int8'"):
+        export_checkpoint(run, tmp_path / "out", dtype="int8")
+
+
 def test_export_errors_name_the_problem(run, tmp_path):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("mine")

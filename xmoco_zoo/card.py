@@ -121,6 +121,17 @@ def _training_section(meta: dict[str, Any], folder: Path) -> str:
     return "\n".join(lines)
 
 
+def _weights_text(folder: Path, meta: dict[str, Any]) -> str:
+    """The stored weights' dtype and file size: timm loads a float16 or bfloat16 file into a float32 model."""
+    dtype = meta.get("weights_dtype", "float32")
+    path = folder / "model.safetensors"
+    size = f", {path.stat().st_size / 2**20:.1f} MiB" if path.is_file() else ""
+    note = (
+        "" if dtype == "float32" else " (BatchNorm statistics float32; timm loads them into a float32 model)"
+    )
+    return f"`model.safetensors`, {dtype}{note}{size}"
+
+
 def _training_text(meta: dict[str, Any]) -> str:
     if meta.get("source"):
         return "converted, see Training"
@@ -224,6 +235,7 @@ def render_model_card(
         architecture=arch,
         model_args_text=json.dumps(model_args) if model_args else "",
         params_m=f"{params:.2f}",
+        weights_text=_weights_text(folder, meta),
         gmacs=f"{gmacs:.3g}",
         image_size_text=size_text,
         method_name=method_title(meta),

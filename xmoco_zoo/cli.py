@@ -3,7 +3,7 @@
 xmoco-zoo pretrain --config recipes/configs/mocov2_fmnist.yaml [key=value ...] [--resume]
 xmoco-zoo knn local-dir:runs/mocov2_fmnist/backbone --baselines     # also stores the result beside the model
 xmoco-zoo eval knn|linear|finetune --config recipes/configs/eval/NAME.yaml [key=value ...]
-xmoco-zoo export runs/mocov2_fmnist OUT [--repo-id ORG/NAME]         # a run, or one of its checkpoints
+xmoco-zoo export runs/mocov2_fmnist OUT [--repo-id ORG/NAME] [--dtype float16]  # a run, or a checkpoint
 xmoco-zoo export --to torchvision|detectron2|onnx FOLDER OUT          # docs/downstream.md
 xmoco-zoo convert moco_v2_800ep_pretrain.pth.tar OUT                 # official MoCo v1/v2/v3 checkpoints
 xmoco-zoo card OUT [--repo-id ORG/NAME]                              # re-render the model card
@@ -62,7 +62,7 @@ def _export(args: argparse.Namespace) -> int:
         return _export_downstream(args)
     from .export import export_checkpoint
 
-    out = export_checkpoint(args.source, args.out, repo_id=args.repo_id)
+    out = export_checkpoint(args.source, args.out, repo_id=args.repo_id, dtype=args.dtype)
     print(f"exported to {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
     print(f"load it with timm.create_model('local-dir:{out}', pretrained=True)")
     return 0
@@ -77,6 +77,8 @@ def _export_downstream(args: argparse.Namespace) -> int:
 
     if args.repo_id:
         raise SystemExit("xmoco-zoo export: --repo-id is for the timm export (--to timm) only")
+    if args.dtype != "float32":
+        raise SystemExit("xmoco-zoo export: --dtype is for the timm export (--to timm) only")
     source = Path(args.source)
     if source.is_dir():
         spec = f"local-dir:{source}" if (source / "config.json").is_file() else f"checkpoint:{source}"
@@ -249,6 +251,13 @@ def _main(argv: list[str]) -> int:
         "(docs/downstream.md)",
     )
     e.add_argument("--repo-id", default=None, help="ORG/NAME the card's usage code loads from (hf-hub:)")
+    e.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float16", "bfloat16"],
+        help="the stored weights' dtype (timm loads them into a float32 model; BatchNorm statistics stay "
+        "float32): float16 halves the download (the published hub/ models)",
+    )
     c = sub.add_parser("convert", help="convert an official MoCo v1/v2/v3 checkpoint to a timm Hub folder")
     c.add_argument("source", help=".pth/.pth.tar (loaded with weights_only=True) or .safetensors")
     c.add_argument("out")

@@ -33,6 +33,13 @@ from .results import EvalRecord, read_results, write_result
 
 ORIGIN_URL = "https://github.com/xmoco-zoo/xmoco-zoo"
 
+# The dtypes an export can store its weights in. timm builds the model in float32 and copies the stored tensors
+# into it, so a float16 file loads into the same float32 model: half the download, and the card's results are
+# measured on the loaded weights (an export is evaluated the way users load it). BatchNorm's running statistics
+# stay float32 (a variance below float16's normal range, 6e-5, would lose its digits; they are a few kB).
+WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_KEEP_FLOAT32 = ("running_mean", "running_var")
+
 # Keys of timm's default pretrained_cfg that describe the weights timm would have downloaded (their tag,
 # source, test-time sizes, labels, paper): none of them is true of our weights, so none is carried over.
 _KEEP_FROM_DEFAULT = ("architecture", "fixed_input_size", "first_conv", "classifier", "crop_mode")
@@ -54,14 +61,18 @@ def save_timm_folder(
     description: str = "",
     origin_url: str = ORIGIN_URL,
     extra: dict[str, Any] | None = None,
+    dtype: str = "float32",
 ) -> Path:
     """Write a headless timm model as ``model.safetensors`` + ``config.json`` (timm's Hub format).
 
     The pretrained_cfg is rebuilt rather than inherited from timm's default for the architecture
     (``save_for_hf`` would otherwise copy e.g. ``tag: a1_in1k``, ``num_classes: 1000`` and that checkpoint's
     test-time sizes): our tag, ``num_classes: 0``, the given input size and mean/std. ``model_args`` are the
-    constructor kwargs a user needs to rebuild the architecture (e.g. ``{"num_heads": 12}``).
+    constructor kwargs a user needs to rebuild the architecture (e.g. ``{"num_heads": 12}``). ``dtype``: the
+    stored weights' dtype (``WEIGHT_DTYPES``).
     """
+    if dtype not in WEIGHT_DTYPES:
+        raise ExportError(f"unknown weights dtype '{dtype}'; choose one of {sorted(WEIGHT_DTYPES)}")
     if getattr(model, "num_classes", 0) != 0:
         raise ExportError(
             f"export a headless backbone (num_classes=0), got num_classes={model.num_classes}; "
@@ -114,11 +125,34 @@ def save_timm_folder(
     stale = out_dir / "pytorch_model.bin"
     if stale.exists():
         stale.unlink()
+    if dtype != "float32":
+        cast_weights(out_dir / "model.safetensors", WEIGHT_DTYPES[dtype])
     return out_dir
 
 
+def cast_weights(path: Path, dtype: torch.dtype) -> None:
+    """Rewrite a safetensors file with its floating-point tensors in ``dtype`` (BatchNorm's running statistics
+    kept in float32), atomically."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), "pt") as f:
+        metadata = f.metadata()
+    state = {
+        k: v.to(dtype) if v.is_floating_point() and not k.endswith(_KEEP_FLOAT32) else v
+        for k, v in load_file(str(path)).items()
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
 def export_backbone(
-    backbone: nn.Module, out_dir: str | Path, cfg: Config, extra: dict[str, Any] | None = None
+    backbone: nn.Module,
+    out_dir: str | Path,
+    cfg: Config,
+    extra: dict[str, Any] | None = None,
+    dtype: str = "float32",
 ) -> Path:
     """Write a trained online ``backbone`` (headless) with a config.json describing how it was trained."""
     chans = int(cfg.model.kwargs.get("in_chans", 3))
@@ -136,6 +170,7 @@ def export_backbone(
         paper_ids=paper_ids(cfg.method),
         description=f"{cfg.model.backbone} pretrained with {cfg.method.name} by xmoco-zoo on {cfg.data.dataset}",
         extra=extra,
+        dtype=dtype,
     )
 
 
@@ -160,11 +195,13 @@ def export_model(
     results: list[EvalRecord] | tuple = (),
     repo_id: str | None = None,
     card: bool = True,
+    dtype: str = "float32",
 ) -> Path:
     """Export a trained backbone with its training config, its measured results and its model card.
 
     ``training``: facts for the card (``epochs``, ``steps``, ``batch_size``, ``processes``, ``command``,
-    ``commit``). ``repo_id`` (``org/name``) makes the card's usage code load ``hf-hub:org/name``.
+    ``commit``). ``repo_id`` (``org/name``) makes the card's usage code load ``hf-hub:org/name``. ``dtype``: the stored
+    weights' dtype (``WEIGHT_DTYPES``; the card says it).
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "config.json").is_file():
@@ -184,13 +221,14 @@ def export_model(
         "backbone": cfg.model.backbone,
         "training": dict(training or {}),
         "repo_id": repo_id,
+        "weights_dtype": dtype,
     }
     # Written next to the target, then swapped in: a failed export leaves the previous one intact, and
     # the results and card of whatever was in the folder before never survive into a new export.
     tmp = out_dir.parent / f".tmp-{out_dir.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        export_backbone(backbone, tmp, cfg, extra={META_KEY: meta})
+        export_backbone(backbone, tmp, cfg, extra={META_KEY: meta}, dtype=dtype)
         (tmp / TRAINING_CONFIG).write_text(to_yaml(cfg))
         for record in results:
             write_result(tmp, record)
@@ -233,9 +271,12 @@ def backbone_state_from_checkpoint(ckpt_dir: Path) -> dict[str, torch.Tensor]:
     return found
 
 
-def export_checkpoint(ckpt_dir: str | Path, out_dir: str | Path, *, repo_id: str | None = None) -> Path:
+def export_checkpoint(
+    ckpt_dir: str | Path, out_dir: str | Path, *, repo_id: str | None = None, dtype: str = "float32"
+) -> Path:
     """Export the online backbone of a training checkpoint (``runs/X/checkpoints/epoch_NNNN``, or a run
-    folder ``runs/X`` for its newest complete checkpoint), with the results stored in that checkpoint."""
+    folder ``runs/X`` for its newest complete checkpoint), with the results stored in that checkpoint, its
+    weights stored in ``dtype``."""
     from . import checkpoint as ckpt
     from .backbone import create_backbone
 
@@ -262,5 +303,11 @@ def export_checkpoint(ckpt_dir: str | Path, out_dir: str | Path, *, repo_id: str
         )
     training = {"epochs": meta.get("epoch"), **(meta.get("training") or {})}
     return export_model(
-        backbone, out_dir, cfg, training=training, results=read_results(ckpt_dir), repo_id=repo_id
+        backbone,
+        out_dir,
+        cfg,
+        training=training,
+        results=read_results(ckpt_dir),
+        repo_id=repo_id,
+        dtype=dtype,
     )
