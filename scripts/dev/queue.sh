@@ -2,10 +2,10 @@
 # The development machine's run queues, from a pinned second checkout so that edits to this tree never change a
 # running queue (the records still land in this tree):
 #
-#   bash scripts/dev/queue.sh start compare|recipe   # check out HEAD in ../wt-runs (detached) and start that queue
-#   bash scripts/dev/queue.sh pause-after RECORD_ID  # wait for that record, then stop the queue at that boundary
+#   bash scripts/dev/queue.sh start compare|recipe|zoo  # check out HEAD in ../wt-runs (detached), start that queue
+#   bash scripts/dev/queue.sh pause-after ID         # wait for that record (or hub/ID), then stop the queue there
 #   bash scripts/dev/queue.sh stop                   # stop now (the cut run resumes from its checkpoint next start)
-#   bash scripts/dev/queue.sh commit-records         # every 2 minutes, commit new records (only their paths)
+#   bash scripts/dev/queue.sh commit-records         # every 2 minutes, commit new records and published models
 #   bash scripts/dev/queue.sh status                 # the queue's log tail and what runs
 #
 # Logs: runs/queue.log, runs/commit_records.log. runs/ is shared with the worktree (a symlink) and is not committed:
@@ -19,31 +19,38 @@ records_dir() {
   case "$1" in
     compare) echo "$MAIN/docs/results/methods_fmnist" ;;
     recipe) echo "$MAIN/docs/results/recipe_search" ;;
-    *) echo "unknown queue '$1': compare or recipe" >&2; exit 2 ;;
+    zoo) echo "$MAIN/hub" ;;
+    *) echo "unknown queue '$1': compare, recipe or zoo" >&2; exit 2 ;;
   esac
 }
 
 case "${1:-}" in
   start)
-    which=${2:?compare or recipe}
+    which=${2:?compare, recipe or zoo}
     out=$(records_dir "$which")
     if [ ! -d "$WT" ]; then git -C "$MAIN" worktree prune; git -C "$MAIN" worktree add -f --detach "$WT" HEAD >/dev/null; fi
     [ -e "$WT/runs" ] || ln -s "$MAIN/runs" "$WT/runs"
     git -C "$WT" checkout -q --detach "$(git -C "$MAIN" rev-parse HEAD)"
-    if [ "$which" = compare ]; then script=compare_methods.py; var=XMOCO_COMPARE_OUT; else script=recipe_search.py; var=XMOCO_RECIPE_OUT; fi
+    case "$which" in
+      compare) script=compare_methods.py; var=XMOCO_COMPARE_OUT ;;
+      recipe) script=recipe_search.py; var=XMOCO_RECIPE_OUT ;;
+      zoo) script=zoo_queue.py; var=XMOCO_HUB_OUT ;;
+    esac
     cd "$WT"
     env PYTHONPATH="$WT" "$var=$out" nohup python scripts/$script run "${@:3}" >> "$MAIN/runs/queue.log" 2>&1 &
     echo "$which queue started (pid $!) at $(git -C "$WT" rev-parse --short HEAD); log: runs/queue.log"
     ;;
   pause-after)
     id=${2:?RECORD_ID}
-    until ls "$MAIN"/docs/results/*/runs/"$id".json >/dev/null 2>&1; do sleep 20; done
+    # a record of the comparison or the recipe search, or a model the zoo queue delivered to hub/
+    until ls "$MAIN"/docs/results/*/runs/"$id".json >/dev/null 2>&1 || [ -d "$MAIN/hub/$id" ]; do sleep 20; done
     bash "$0" stop
     echo "paused after $id"
     ;;
   stop)
-    pkill -f "scripts/(compare_methods|recipe_search).py run" || true
-    pkill -f "output_dir=runs/(compare|recipe)/" || true
+    pkill -f "scripts/(compare_methods|recipe_search|zoo_queue).py run" || true
+    pkill -f "publish_fmnist.sh runs/zoo/" || true
+    pkill -f "output_dir=runs/(compare|recipe|zoo|eval)/" || true
     ;;
   commit-records)
     cd "$MAIN"
@@ -66,6 +73,15 @@ PY
           # shellcheck disable=SC2086
           git add -- $new && git commit -q -m "Record $msg" -- $new && echo "$(date +%T) committed $msg"
         fi
+      done
+      # models the zoo queue delivered (hub/NAME, untracked, complete): commit each with the regenerated index
+      for d in $(git status --porcelain --untracked-files=normal -- hub | awk '$1 == "??" {print $2}'); do
+        name=$(basename "$d")
+        case "$name" in .tmp-*) continue ;; esac
+        python3 scripts/zoo_queue.py published "$name" || continue
+        xmoco-zoo list --write >/dev/null
+        git add -- "hub/$name" hub/results.csv README.md
+        git commit -q -m "Publish $name" -- "hub/$name" hub/results.csv README.md && echo "$(date +%T) published $name"
       done
       sleep 120
     done
