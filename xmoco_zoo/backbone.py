@@ -28,6 +28,16 @@ def create_backbone(name: str, **kwargs: Any) -> nn.Module:
     return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
 
 
+def default_num_features(arch: str) -> int | None:
+    """The feature dimension of timm's ``arch`` with its default arguments, built on the meta device (no memory,
+    no weights); None when timm cannot build it there."""
+    try:
+        with torch.device("meta"):
+            return int(timm.create_model(arch, num_classes=0).num_features)
+    except Exception:  # an unknown name, or a model that cannot be built on the meta device: no width note
+        return None
+
+
 def is_vit(backbone: nn.Module) -> bool:
     return hasattr(backbone, "patch_embed") and hasattr(backbone, "blocks")
 

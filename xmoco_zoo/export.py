@@ -24,6 +24,7 @@ import timm
 import torch
 from torch import nn
 
+from .backbone import default_num_features
 from .card import META_KEY, TRAINING_CONFIG, write_model_card
 from .config import Config, to_yaml
 from .errors import UserError
@@ -222,6 +223,9 @@ def export_model(
         "training": dict(training or {}),
         "repo_id": repo_id,
         "weights_dtype": dtype,
+        # timm's feature dimension for the architecture at its default arguments: the index's width note
+        # (xmoco_zoo.zoo.backbone_text) without building the model
+        "default_num_features": default_num_features(cfg.model.backbone),
     }
     # Written next to the target, then swapped in: a failed export leaves the previous one intact, and
     # the results and card of whatever was in the folder before never survive into a new export.

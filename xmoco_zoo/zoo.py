@@ -144,7 +144,9 @@ def model_row(folder: str | Path) -> ZooRow:
         model=folder.name,
         repo_id=meta.get("repo_id"),
         family=meta.get("method") or "?",
-        backbone=backbone_text(arch, cfg.get("model_args") or {}, cfg.get("num_features")),
+        backbone=backbone_text(
+            arch, cfg.get("model_args") or {}, cfg.get("num_features"), meta.get("default_num_features")
+        ),
         param_count=round(safetensors_params(folder / "model.safetensors") / 1e6, 2),
         input_size="x".join(str(n) for n in (cfg.get("pretrained_cfg") or {}).get("input_size", [])) or "?",
         data=dataset,
@@ -168,41 +170,35 @@ def _result_for(records: list[EvalRecord], protocol: str, dataset: str) -> EvalR
 
 
 def safetensors_params(path: str | Path) -> int:
-    """Parameters in a safetensors file, from the tensor shapes (BatchNorm running statistics not counted)."""
-    from safetensors import safe_open
+    """Parameters in a safetensors file, from the tensor shapes in its header (BatchNorm running statistics not
+    counted). The header is read as the format defines it (an 8-byte little-endian length, then JSON), without
+    importing torch."""
+    with open(path, "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    return sum(
+        math.prod(v["shape"])
+        for k, v in header.items()
+        if k != "__metadata__" and not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    )
 
-    with safe_open(str(path), "pt") as f:
-        return sum(
-            math.prod(f.get_slice(k).get_shape())
-            for k in f.keys()
-            if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
-        )
 
-
-def backbone_text(arch: str, model_args: dict[str, Any], num_features: int | None) -> str:
+def backbone_text(
+    arch: str, model_args: dict[str, Any], num_features: int | None, default: int | None = None
+) -> str:
     """``arch``, with a note when ``model_args`` change it: its width against timm's default (the feature
-    dimension's ratio, e.g. "half width"), then any other constructor argument (``in_chans`` is in the input)."""
+    dimension's ratio, e.g. "half width"), then any other constructor argument (``in_chans`` is in the input).
+    ``default``: the default feature dimension when the export recorded it (else timm builds the architecture)."""
     notes = []
-    default = _default_num_features(arch)
+    if default is None:  # an export from before the key, or a conversion: build it (imports timm, ~3 s)
+        from .backbone import default_num_features
+
+        default = default_num_features(arch)
     ratio = num_features / default if num_features and default else 1.0
     if ratio != 1.0:
         notes.append(WIDTH_WORDS.get(ratio, f"width x{ratio:g}"))
     hidden = _SHOWN_ELSEWHERE | (_WIDTH_ARGS if ratio != 1.0 else set())
     notes += [f"{k}={json.dumps(v)}" for k, v in sorted(model_args.items()) if k not in hidden]
     return ", ".join([arch, *notes])
-
-
-def _default_num_features(arch: str) -> int | None:
-    """The feature dimension of timm's ``arch`` with its default arguments, built on the meta device (no memory,
-    no weights); None when timm cannot build it there."""
-    import timm
-    import torch
-
-    try:
-        with torch.device("meta"):
-            return int(timm.create_model(arch, num_classes=0).num_features)
-    except Exception:  # an unknown name, or a model that cannot be built on the meta device: no width note
-        return None
 
 
 # Baselines: the raw-pixel floor does not depend on the model; the others are the model's own architecture at
