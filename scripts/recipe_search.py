@@ -11,7 +11,7 @@ kNN and the linear probe on the 10k images held out of train, never the test set
 
 Stage 1, the recipe at the quickstart's budget (6 epochs), one change at a time from ``BASE`` (MoCo v2's
 Fashion-MNIST config at the temperature the method comparison chose): temperature, learning rate with warmup,
-crop scale, blur, queue size; and the
+crop scale, blur, random affine, random erasing, queue size; and the
 architectures (full-width resnet10t, resnet18, the half-width resnet10t on 56 px inputs), whose minutes per epoch
 the budgets need.
 
@@ -55,6 +55,18 @@ RECIPE_AXES: list[tuple[str, str, list[str]]] = [
     ("crop", "crop 0.5-1", ["aug.crop_scale=[0.5,1.0]"]),
     ("crop", "crop 0.08-1", ["aug.crop_scale=[0.08,1.0]"]),
     ("blur", "blur k3 p0.5", ["aug.blur_p=[0.5,0.5]"]),
+    # shape-keeping warps and occlusion, the augmentations MNIST-like data is known to prefer (recipe_search.md)
+    (
+        "affine",
+        "affine 15deg t0.1 s0.9-1.1 p0.5",
+        [
+            "aug.affine_p=0.5",
+            "aug.affine_degrees=15",
+            "aug.affine_translate=[0.1,0.1]",
+            "aug.affine_scale=[0.9,1.1]",
+        ],
+    ),
+    ("erase", "erase p0.5", ["aug.erase_p=0.5"]),
     ("queue", "queue 16384", ["method.queue_size=16384"]),
 ]
 # The architectures: the base's half-width resnet10t at 28 px, and what costs more per epoch.

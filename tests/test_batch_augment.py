@@ -339,3 +339,99 @@ def test_box_sampler_fallback_is_centre_crop():
     # square image, scale (1, 1): always the whole image
     boxes = ba._sample_boxes(200, 24, 24, (1.0, 1.0), generator=_gen(0))
     assert (boxes == torch.tensor([0, 0, 24, 24])).all()
+
+
+# ---------------------------------------------------------------- affine and erasing (off by default)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_affine_matches_torchvision_per_sample(channels):
+    """Our batched warp equals torchvision's affine (bilinear, fill 0) for each sample's own parameters."""
+    x = _float_images(4, channels, size=20)
+    params = [(0.0, 0, 0, 1.0), (17.0, 2, -3, 1.1), (-30.0, -1, 4, 0.85), (90.0, 0, 1, 1.0)]
+    angle, tx, ty, scale = (torch.tensor(v, dtype=torch.float32) for v in zip(*params))
+    out = ba._affine(x, ba._inverse_affine(angle, tx, ty, scale))
+    expected = torch.stack(
+        [
+            TF.affine(x[i], a, [t, u], s, [0.0, 0.0], v2.InterpolationMode.BILINEAR, fill=0)
+            for i, (a, t, u, s) in enumerate(params)
+        ]
+    )
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[0], x[0], atol=1e-6, rtol=0)  # the identity leaves the image as is
+
+
+def test_affine_parameters_are_drawn_like_random_affine():
+    n, size = 4000, 28
+    theta = ba._affine_thetas(n, size, size, 20.0, (0.1, 0.05), (0.8, 1.2), _gen(0), torch.device("cpu"))
+    m = theta.double()
+    scale = 1.0 / torch.sqrt(m[:, 0, 0] ** 2 + m[:, 0, 1] ** 2)
+    angle = torch.rad2deg(torch.atan2(m[:, 0, 1], m[:, 0, 0]))
+    # undo the rotation/scale part to recover the translation: m[:, :, 2] = -R/s @ (tx, ty)
+    rs = m[:, :, :2]
+    t = -torch.linalg.solve(rs, m[:, :, 2:]).squeeze(-1)
+    assert angle.abs().max() <= 20.0 + 1e-4 and abs(angle.mean()) < 1.0 and angle.std() > 10.0
+    assert scale.min() >= 0.8 - 1e-5 and scale.max() <= 1.2 + 1e-5 and abs(scale.mean() - 1.0) < 0.01
+    # whole pixels, |tx| <= round(0.1 * 28) = 3 and |ty| <= round(0.05 * 28) = 1, every value reached
+    torch.testing.assert_close(t, t.round(), atol=1e-4, rtol=0)
+    assert set(t[:, 0].round().long().tolist()) == {-3, -2, -1, 0, 1, 2, 3}
+    assert set(t[:, 1].round().long().tolist()) == {-1, 0, 1}
+
+
+def test_affine_and_erasing_in_both_pipelines_with_their_probabilities():
+    cfg = _off(image_size=28, affine_p=0.5, affine_degrees=15.0, affine_translate=[0.1, 0.1], erase_p=0.4)
+    cfg.mean, cfg.std = [0.3], [0.35]
+    images = _images(600, 1, 28, 28)
+    v1, v2_ = BatchTwoViews(cfg, 1)(images, _gen(3))
+    plain = _normalise(_resized(images, 28), cfg)
+    for v in (v1, v2_):
+        changed = (v - plain).abs().amax(dim=(1, 2, 3)) > 1e-4
+        # changed unless neither op applied: 1 - 0.5 * 0.6 = 0.7 (an affine draw can be the identity, rarely)
+        assert 0.62 < changed.float().mean() < 0.78
+    # the per-image pipeline has the same ops at the same places
+    ops = [type(t).__name__ for t in TwoViews(cfg, 1).t1.transforms]
+    assert ops.index("RandomApply") == 1 and ops[-1] == "RandomErasing"
+    assert type(TwoViews(cfg, 1).t1.transforms[1].transforms[0]).__name__ == "RandomAffine"
+    out = TwoViews(cfg, 1)(images[0])
+    assert out[0].shape == (1, 28, 28)
+
+
+def test_erase_boxes_are_drawn_like_random_erasing():
+    n, height, width = 4000, 28, 28
+    scale, ratio = (0.02, 0.33), (0.3, 3.3)
+    boxes, found = ba._sample_erase_boxes(n, height, width, scale, ratio, _gen(0), torch.device("cpu"))
+    top, left, h, w = boxes[found].unbind(1)
+    assert (h < height).all() and (w < width).all() and (top + h <= height).all() and (left + w <= width).all()
+    torch.manual_seed(0)
+    re = v2.RandomErasing(p=1.0, scale=scale, ratio=ratio)
+    img = torch.zeros(1, height, width)
+    ref = [re.make_params([img]) for _ in range(2000)]
+    ref_found = torch.tensor([r["v"] is not None for r in ref])
+    ref_hw = torch.tensor([[r["h"], r["w"]] for r in ref if r["v"] is not None], dtype=torch.float64)
+    frac, ref_frac = (h * w).double() / (height * width), ref_hw.prod(1) / (height * width)
+    assert abs(found.double().mean() - ref_found.double().mean()) < 0.02
+    assert abs(frac.mean() - ref_frac.mean()) < 0.01 and abs(frac.std() - ref_frac.std()) < 0.01
+    log_hw = (h.double() / w.double()).log()
+    assert abs(log_hw.mean() - (ref_hw[:, 0] / ref_hw[:, 1]).log().mean()) < 0.05
+    # the box of each selected image, and nothing else, is set to 0
+    x = torch.ones(3, 2, height, width)
+    boxes = torch.tensor([[2, 3, 5, 7], [0, 0, 27, 27], [1, 1, 4, 4]])
+    out = ba._erase(x, boxes, torch.tensor([True, True, False]))
+    assert out[0, :, 2:7, 3:10].eq(0).all() and out[0].eq(0).sum() == 2 * 5 * 7
+    assert out[1].eq(0).sum() == 2 * 27 * 27 and out[2].eq(1).all()
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("aug.affine_scale=[1.2,0.8]", "aug.affine_scale"),
+        ("aug.affine_translate=[0.1,1.5]", "translate"),
+        ("aug.erase_scale=[0.02,1.5]", "aug.erase_scale"),
+    ],
+)
+def test_affine_and_erasing_settings_are_checked(override, match):
+    from xmoco_zoo.config import ConfigError
+    from xmoco_zoo.experiment import load_config
+
+    with pytest.raises(ConfigError, match=match):
+        load_config("recipes/configs/mocov2_fmnist.yaml", [override])

@@ -28,6 +28,15 @@ def view_transform(cfg: AugConfig, view: int, channels: int) -> v2.Compose:
     ops: list[v2.Transform] = [
         v2.RandomResizedCrop(cfg.image_size, scale=tuple(cfg.crop_scale), antialias=True),
     ]
+    if cfg.affine_p > 0:
+        affine = v2.RandomAffine(
+            cfg.affine_degrees,
+            translate=tuple(cfg.affine_translate),
+            scale=tuple(cfg.affine_scale),
+            interpolation=v2.InterpolationMode.BILINEAR,
+            fill=0,
+        )
+        ops.append(v2.RandomApply([affine], p=cfg.affine_p))
     jitter = v2.ColorJitter(b, c) if gray else v2.ColorJitter(b, c, s, h)
     if cfg.jitter_p > 0 and any(cfg.jitter):
         ops.append(v2.RandomApply([jitter], p=cfg.jitter_p))
@@ -44,6 +53,8 @@ def view_transform(cfg: AugConfig, view: int, channels: int) -> v2.Compose:
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(match_channels(cfg.mean, channels), match_channels(cfg.std, channels)),
     ]
+    if cfg.erase_p > 0:
+        ops.append(v2.RandomErasing(cfg.erase_p, scale=tuple(cfg.erase_scale), ratio=tuple(cfg.erase_ratio)))
     return v2.Compose(ops)
 
 

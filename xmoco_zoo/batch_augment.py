@@ -6,12 +6,14 @@ the same ops in the same order, each random parameter drawn per sample and per v
 ``torch.Generator`` (a seeded generator gives the same output twice):
 
 1. RandomResizedCrop(image_size, scale=crop_scale, ratio=(3/4, 4/3)), then
-2. ColorJitter(b, c, s, h) with probability jitter_p (brightness and contrast only on 1 channel),
-3. RandomGrayscale(grayscale_p) (3 channels only),
-4. GaussianBlur(odd_kernel(blur_kernel_frac * image_size), blur_sigma) with probability blur_p[view],
-5. RandomSolarize (threshold 128 of 255, i.e. 0.5 on floats) with probability solarize_p[view],
-6. RandomHorizontalFlip(flip_p),
-7. Normalize(mean, std) (a 1-value mean/std is repeated over the channels, as in augment.py).
+2. RandomAffine(affine_degrees, affine_translate, affine_scale, bilinear, fill 0) with probability affine_p,
+3. ColorJitter(b, c, s, h) with probability jitter_p (brightness and contrast only on 1 channel),
+4. RandomGrayscale(grayscale_p) (3 channels only),
+5. GaussianBlur(odd_kernel(blur_kernel_frac * image_size), blur_sigma) with probability blur_p[view],
+6. RandomSolarize (threshold 128 of 255, i.e. 0.5 on floats) with probability solarize_p[view],
+7. RandomHorizontalFlip(flip_p),
+8. Normalize(mean, std) (a 1-value mean/std is repeated over the channels, as in augment.py),
+9. RandomErasing(erase_p, erase_scale, erase_ratio, value 0) on the normalised views.
 
 An op whose probability or strength is 0 is skipped (no compute and no random draws), as augment.py leaves
 it out of the Compose.
@@ -35,6 +37,14 @@ What matches torchvision.transforms.v2 exactly (same distribution of parameters,
   separable 1-D passes (equal to torchvision's 2-D kernel up to float rounding) with a grouped conv2d
   (groups = M*C, one kernel per selected sample), computed only on the selected samples.
 * Solarize ``x >= 0.5 -> 1 - x``, flip, normalise ``(x - mean) / std``.
+* Affine: torchvision's ``RandomAffine.make_params`` (angle uniform in ±degrees, translation uniform in
+  ±translate x size rounded to whole pixels, scale uniform in the range) and its inverse matrix about the
+  image centre, sampled with its own grid (``affine_grid`` of torchvision: pixel centres, align_corners=False)
+  by one bilinear ``grid_sample`` per batch, with torchvision's fill rule (a sampled mask of ones blends the
+  fill 0 in at the borders).
+* Erasing: torchvision's ``RandomErasing.make_params`` vectorized (10 tries of area fraction and log aspect
+  ratio, h = round(sqrt(area * ratio)), w = round(sqrt(area / ratio)), the first try with h < H and w < W,
+  top/left uniform over the valid positions; none fits: the view is left as is), the box set to 0.
 * Each random op is applied to a sample when a uniform draw is < p (torchvision's RandomApply rule).
 
 Deliberate differences from the per-image pipeline (augment.py):
@@ -145,6 +155,104 @@ def _resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tens
     rois = torch.stack([idx, left, top, left + w, top + h], dim=1)
     out = roi_align(x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=0, aligned=True)
     return out.clamp_(0.0, 1.0)
+
+
+# ---------------------------------------------------------------- affine and erasing
+
+
+def _affine_thetas(
+    n: int,
+    height: int,
+    width: int,
+    degrees: float,
+    translate: tuple[float, float],
+    scale: tuple[float, float],
+    generator: torch.Generator | None,
+    device: torch.device,
+) -> torch.Tensor:
+    """``n`` RandomAffine draws (no shear) as torchvision's inverse matrices about the image centre, (n, 2, 3)
+    float32 in pixel units (``_get_inverse_affine_matrix`` with centre 0 and shear 0)."""
+    angle = _rand(n, generator, device, -degrees, degrees)
+    max_dx, max_dy = float(translate[0] * width), float(translate[1] * height)
+    tx = torch.round(_rand(n, generator, device, -max_dx, max_dx))  # half to even, as Python's round
+    ty = torch.round(_rand(n, generator, device, -max_dy, max_dy))
+    return _inverse_affine(angle, tx, ty, _rand(n, generator, device, *scale))
+
+
+def _inverse_affine(
+    angle: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
+    """torchvision's ``_get_inverse_affine_matrix`` (centre 0, shear 0) for each sample, (n, 2, 3) float32."""
+    angle, tx, ty, s = (t.double() for t in (angle, tx, ty, scale))
+    rot = torch.deg2rad(angle)
+    cos, sin = torch.cos(rot) / s, torch.sin(rot) / s
+    # [d, -b, 0, -c, a, 0] / scale with a = d = cos, b = -sin, c = sin; then the translation folded in
+    m0, m1, m3, m4 = cos, sin, -sin, cos
+    m2 = m0 * -tx + m1 * -ty
+    m5 = m3 * -tx + m4 * -ty
+    return torch.stack([m0, m1, m2, m3, m4, m5], dim=1).view(-1, 2, 3).float()
+
+
+def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Warp each image ``x[i]`` (N, C, H, W) by its inverse matrix ``theta[i]`` like torchvision's
+    ``affine_image`` (bilinear, fill 0): its pixel-centre grid, one grid_sample with a mask channel."""
+    n, c, h, w = x.shape
+    dev, dtype = x.device, x.dtype
+    base = torch.empty(1, h, w, 3, dtype=dtype, device=dev)
+    base[..., 0].copy_(torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w, device=dev))
+    base[..., 1].copy_(torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h, device=dev).unsqueeze_(-1))
+    base[..., 2].fill_(1)
+    rescaled = theta.to(dtype).transpose(1, 2).div(torch.tensor([0.5 * w, 0.5 * h], dtype=dtype, device=dev))
+    grid = base.view(1, h * w, 3).expand(n, -1, -1).bmm(rescaled).view(n, h, w, 2)
+    ones = torch.ones(n, 1, h, w, dtype=dtype, device=dev)
+    out = F.grid_sample(
+        torch.cat((x, ones), 1), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    img, mask = out[:, :c], out[:, c:]
+    return img.mul(mask)  # torchvision: mask * (img - fill) + fill, with fill 0
+
+
+def _sample_erase_boxes(
+    n: int,
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    generator: torch.Generator | None,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` RandomErasing boxes (top, left, height, width), drawn like torchvision's
+    ``RandomErasing.make_params``, and whether a try fitted (else the image is left as is)."""
+    area = height * width
+    s = torch.empty(n, _TRIES, device=device).uniform_(scale[0], scale[1], generator=generator)
+    log_r = torch.empty(n, _TRIES, device=device).uniform_(
+        math.log(ratio[0]), math.log(ratio[1]), generator=generator
+    )
+    target = s.double() * area
+    aspect = torch.exp(log_r).double()
+    h = torch.round(torch.sqrt(target * aspect)).long()
+    w = torch.round(torch.sqrt(target / aspect)).long()
+    ok = (h < height) & (w < width)
+    first = ok.to(torch.uint8).argmax(dim=1, keepdim=True)
+    found = ok.any(dim=1)
+    h = h.gather(1, first).squeeze(1)
+    w = w.gather(1, first).squeeze(1)
+    u = torch.rand(n, 2, dtype=torch.float64, device=device, generator=generator)
+    top = torch.minimum((u[:, 0] * (height - h + 1)).floor().long(), height - h)
+    left = torch.minimum((u[:, 1] * (width - w + 1)).floor().long(), width - w)
+    return torch.stack([top, left, h, w], dim=1), found
+
+
+def _erase(x: torch.Tensor, boxes: torch.Tensor, apply: torch.Tensor) -> torch.Tensor:
+    """Set the box ``boxes[i]`` of each image ``x[i]`` with ``apply[i]`` to 0 (a mask, no loop)."""
+    h, w = x.shape[-2:]
+    top, left, bh, bw = (b.view(-1, 1) for b in boxes.unbind(1))
+    rows = torch.arange(h, device=x.device).view(1, h)
+    cols = torch.arange(w, device=x.device).view(1, w)
+    in_rows = (rows >= top) & (rows < top + bh)  # (N, H)
+    in_cols = (cols >= left) & (cols < left + bw)  # (N, W)
+    inside = (in_rows[:, :, None] & in_cols[:, None, :]) & apply.view(-1, 1, 1)
+    return x.masked_fill(inside[:, None], 0.0)
 
 
 # ---------------------------------------------------------------- colour ops (per-sample factors, shape (N,))
@@ -262,6 +370,13 @@ class BatchTwoViews(torch.nn.Module):
         self.blur_kernel = odd_kernel(cfg.blur_kernel_frac * cfg.image_size)
         self.solarize_p = [float(p) for p in cfg.solarize_p]
         self.flip_p = float(cfg.flip_p)
+        self.affine_p = float(cfg.affine_p)
+        self.affine_degrees = float(cfg.affine_degrees)
+        self.affine_translate = (float(cfg.affine_translate[0]), float(cfg.affine_translate[1]))
+        self.affine_scale = (float(cfg.affine_scale[0]), float(cfg.affine_scale[1]))
+        self.erase_p = float(cfg.erase_p)
+        self.erase_scale = (float(cfg.erase_scale[0]), float(cfg.erase_scale[1]))
+        self.erase_ratio = (float(cfg.erase_ratio[0]), float(cfg.erase_ratio[1]))
         mean = torch.tensor(match_channels(cfg.mean, channels), dtype=torch.float32).view(1, channels, 1, 1)
         std = torch.tensor(match_channels(cfg.std, channels), dtype=torch.float32).view(1, channels, 1, 1)
         self.register_buffer("mean", mean, persistent=False)
@@ -284,7 +399,12 @@ class BatchTwoViews(torch.nn.Module):
         dev = x.device
         boxes = _sample_boxes(n, height, width, self.scale, RATIO, g, dev)
         v = _resized_crop(x, boxes, self.size)
-
+        if self.affine_p > 0:
+            mask = _rand(n, g, dev) < self.affine_p
+            theta = _affine_thetas(
+                n, self.size, self.size, self.affine_degrees, self.affine_translate, self.affine_scale, g, dev
+            )
+            v = torch.where(_per_sample(mask), _affine(v, theta), v)
         if self.jitter_p > 0:
             v = self._jitter(v, g)
         if self.grayscale_p > 0:
@@ -303,7 +423,14 @@ class BatchTwoViews(torch.nn.Module):
             mask = _rand(n, g, dev) < self.flip_p
             v = torch.where(_per_sample(mask), v.flip(-1), v)
         mean, std = self.mean.to(dev), self.std.to(dev)
-        return v.sub(mean).div_(std).contiguous()
+        v = v.sub(mean).div_(std)
+        if self.erase_p > 0:
+            apply = _rand(n, g, dev) < self.erase_p
+            boxes, found = _sample_erase_boxes(
+                n, self.size, self.size, self.erase_scale, self.erase_ratio, g, dev
+            )
+            v = _erase(v, boxes, apply & found)
+        return v.contiguous()
 
     def _jitter(self, v: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
         n, dev = v.shape[0], v.device

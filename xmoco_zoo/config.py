@@ -94,6 +94,19 @@ class AugConfig:
     blur_kernel_frac: float = 0.1
     solarize_p: list[float] = field(default_factory=lambda: [0.0, 0.0])
     flip_p: float = 0.5
+    # RandomAffine after the crop, with probability affine_p (off by default: MoCo's pipelines have none):
+    # rotation uniform in ±affine_degrees, translation up to affine_translate (fractions of width and height,
+    # rounded to pixels), scale uniform in affine_scale; bilinear, the border filled with 0 (black). Small,
+    # shape-keeping warps suit centred objects on a blank background, such as Fashion-MNIST's.
+    affine_p: float = 0.0
+    affine_degrees: float = 0.0
+    affine_translate: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    affine_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    # RandomErasing of the normalised view (the box set to 0, i.e. the mean colour) with probability erase_p:
+    # area fraction uniform in erase_scale, aspect ratio log-uniform in erase_ratio (torchvision's defaults).
+    erase_p: float = 0.0
+    erase_scale: list[float] = field(default_factory=lambda: [0.02, 0.33])
+    erase_ratio: list[float] = field(default_factory=lambda: [0.3, 3.3])
     # Augment whole batches on the training device (xmoco_zoo.batch_augment: the same ops and parameters,
     # vectorized) instead of image by image in the loader workers. Needs same-size images (fashion_mnist,
     # synthetic); imagefolder stays per image. On Fashion-MNIST it costs about 10x less CPU per image
@@ -342,6 +355,21 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"aug.mean has {len(a.mean)} values but aug.std has {len(a.std)}")
     if len(a.blur_p) != 2 or len(a.solarize_p) != 2:
         raise ConfigError("aug.blur_p and aug.solarize_p take one probability per view: [p1, p2]")
+    for key in ("affine_scale", "erase_scale", "erase_ratio"):
+        lo_hi = getattr(a, key)
+        if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1] or lo_hi[0] < 0:
+            raise ConfigError(f"aug.{key}={list(lo_hi)} must be a range [low, high] with 0 <= low <= high")
+    translate_ok = len(a.affine_translate) == 2 and all(0 <= t <= 1 for t in a.affine_translate)
+    if a.affine_scale[0] <= 0 or not translate_ok or a.affine_degrees < 0:
+        raise ConfigError(
+            f"aug.affine_*: scale {list(a.affine_scale)} must be > 0, translate {list(a.affine_translate)} two "
+            f"fractions of width and height in [0, 1], degrees {a.affine_degrees} >= 0 (a rotation in ±degrees)"
+        )
+    if a.erase_scale[1] > 1 or a.erase_ratio[0] <= 0:
+        raise ConfigError(
+            f"aug.erase_scale {list(a.erase_scale)} is a fraction of the area (<= 1) and aug.erase_ratio "
+            f"{list(a.erase_ratio)} an aspect ratio (> 0)"
+        )
     if a.batched and cfg.data.dataset == "imagefolder":
         raise ConfigError(
             "aug.batched=true needs images of one size, and an image folder's differ: set aug.batched=false "
