@@ -64,15 +64,97 @@ class ZooModel:
         return ["bash", "scripts/publish_fmnist.sh", str((RUNS_DIR / self.name).relative_to(ROOT)), self.name]
 
 
-# Filled in from the recipe search's budget table and the method comparison's choices (issue 15): one entry per
-# published model, in training order.
-ZOO: list[ZooModel] = []
+# The zoo, derived from the records (nothing is typed in by hand): each method family on the recipe search's
+# winning recipe and architecture at BUDGET minutes, at the setting its comparison cell chose, for as many epochs
+# as fit BUDGET at its step cost; the ViT at its best held-out learning rate for VIT_BUDGET minutes.
+BUDGET = 90  # minutes of training per ResNet model (issue 15: at most ~90)
+VIT_BUDGET = 120  # the ViT's (issue 15: up to ~2 hours)
+TRAIN_IMAGES, PROBE_IMAGES = 60000, 50000  # the zoo trains on all of train; the probes held 10k out
+# family -> the comparison cell whose setting it takes (MoCo v2: the tuned base when there is one)
+FAMILIES = {
+    "mocov2": ("mocov2_tuned", "mocov2"),
+    "mocov3": ("mocov3",),
+    "co2": ("co2",),
+    "xmoco": ("xmoco",),
+    "amcl": ("amcl",),
+}
+# the recipe search's architectures -> the model names' backbone part
+ARCH_NAMES = {
+    "resnet10t-half-28": "resnet10t-half",
+    "resnet10t-28": "resnet10t",
+    "resnet18-28": "resnet18",
+    "resnet10t-half-56": "resnet10t-half-56px",
+}
+
+
+def merge(first: list[str], then: list[str]) -> list[str]:
+    """``key=value`` overrides: ``first``, with every key that ``then`` sets replaced by ``then``'s value."""
+    keys = {o.split("=", 1)[0] for o in then}
+    return [*(o for o in first if o.split("=", 1)[0] not in keys), *then]
+
+
+def _length(epochs: int) -> list[str]:
+    # the kNN monitor about 5 times a run (and at its end), as the recipe search's budget runs
+    return [f"train.epochs={epochs}", f"knn.every={max(1, epochs // 5)}"]
+
+
+def resnet_models() -> list[ZooModel]:
+    """One model per family, once the recipe search's BUDGET run and the comparison's cells exist."""
+    import compare_methods
+    import recipe_search
+
+    chosen = next((r for r in recipe_search.queue() if r.id.startswith(f"b{BUDGET}-")), None)
+    rec = recipe_search.load(chosen) if chosen else None
+    if chosen is None or rec is None or not compare_methods.cost_path().is_file():
+        return []
+    arch = chosen.id.split("-", 1)[1]
+    minutes = recipe_search.per_epoch(rec, chosen.id) * TRAIN_IMAGES / PROBE_IMAGES  # MoCo v2, this recipe
+    ratio = json.loads(compare_methods.cost_path().read_text())["ratio_to_mocov2"]
+    recipe = [o for o in chosen.overrides if not o.startswith(("train.epochs=", "knn.every="))]
+    reported = compare_methods.cells(compare_methods.probes())
+    out = []
+    for family, candidates in FAMILIES.items():
+        cell = next((c for c in candidates if c in reported), None)
+        if cell is None or cell not in ratio:
+            continue
+        config, overrides = reported[cell]
+        epochs = max(1, int(BUDGET / (minutes * ratio[cell])))
+        name = f"{family}-{ARCH_NAMES.get(arch, arch)}-fmnist"
+        out.append(ZooModel(name, family, config, [*merge(recipe, overrides), *_length(epochs)]))
+    return out
+
+
+def vit_model() -> list[ZooModel]:
+    """MoCo v3 on the small ViT at its best held-out learning rate, once both ViT probes are done."""
+    import recipe_search
+
+    probes = [r for r in recipe_search.stage1() if r.cell == "vit"]
+    recs = [recipe_search.load(r) for r in probes]
+    if not probes or any(rec is None for rec in recs):
+        return []
+    best, rec = max(zip(probes, recs), key=lambda t: t[1]["knn"])
+    minutes = recipe_search.per_epoch(rec, best.id) * TRAIN_IMAGES / PROBE_IMAGES
+    lr = next(o for o in best.overrides if o.startswith("train.base_lr="))
+    epochs = max(1, int(VIT_BUDGET / minutes))
+    return [ZooModel("mocov3-vit-tiny-d6-p7-fmnist", "mocov3", best.config, [lr, *_length(epochs)])]
+
+
+def zoo() -> list[ZooModel]:
+    return resnet_models() + vit_model()
+
+
+ZOO: list[ZooModel] | None = None  # tests set a fixed list; None: derived from the records (zoo())
 
 
 def published(folder: Path) -> bool:
-    """``folder`` is a complete published model: an export with every protocol's result."""
+    """``folder`` is a complete published model: an export with every protocol's result, trained by this queue
+    (into ``runs/zoo/<name>``): an older model of the same name is replaced, not taken for this one."""
     results = folder / "results"
-    return (folder / "config.json").is_file() and all(any(results.glob(f"{p}_*.json")) for p in PROTOCOLS)
+    if not (folder / "config.json").is_file() or not all(any(results.glob(f"{p}_*.json")) for p in PROTOCOLS):
+        return False
+    meta = json.loads((folder / "config.json").read_text()).get("xmoco_zoo") or {}
+    command = (meta.get("training") or {}).get("command") or ""
+    return f"train.output_dir=runs/zoo/{folder.name}" in command
 
 
 def deliver(model: ZooModel) -> Path:
@@ -120,7 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.name:
             ap.error("published needs a model name")
         return 0 if published(HUB_OUT / args.name) else 1
-    models = [m for m in ZOO if not args.only or re.search(args.only, m.name)]
+    models = [m for m in (zoo() if ZOO is None else ZOO) if not args.only or re.search(args.only, m.name)]
+    if not models and args.command != "published":
+        print(
+            "zoo_queue: no model yet: the zoo is derived from the recipe search's records (its ResNet models"
+            f" from the {BUDGET}-minute run, the ViT from its probes) and the method comparison's cells"
+        )
     if args.command == "list":
         for m in models:
             print(f"{'done' if published(HUB_OUT / m.name) else 'todo':5s} {m.name:40s} {m.family}")

@@ -401,7 +401,9 @@ def test_erase_boxes_are_drawn_like_random_erasing():
     scale, ratio = (0.02, 0.33), (0.3, 3.3)
     boxes, found = ba._sample_erase_boxes(n, height, width, scale, ratio, _gen(0), torch.device("cpu"))
     top, left, h, w = boxes[found].unbind(1)
-    assert (h < height).all() and (w < width).all() and (top + h <= height).all() and (left + w <= width).all()
+    assert (
+        (h < height).all() and (w < width).all() and (top + h <= height).all() and (left + w <= width).all()
+    )
     torch.manual_seed(0)
     re = v2.RandomErasing(p=1.0, scale=scale, ratio=ratio)
     img = torch.zeros(1, height, width)

@@ -38,9 +38,10 @@ def checkout(tmp_path, monkeypatch):
     return repo
 
 
-def _publish_into(folder, protocols=zoo_queue.PROTOCOLS, knn=81.5):
+def _publish_into(folder, protocols=zoo_queue.PROTOCOLS, knn=81.5, run_dir=None):
     (folder / "results").mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text("{}")
+    command = f"accelerate launch recipes/pretrain.py train.output_dir={run_dir or 'runs/zoo/' + folder.name}"
+    (folder / "config.json").write_text(json.dumps({"xmoco_zoo": {"training": {"command": command}}}))
     for p in protocols:
         value = knn if p == "knn" else 85.0
         (folder / "results" / f"{p}_fashion_mnist_test.json").write_text(json.dumps({"value": value}))
@@ -53,6 +54,9 @@ def test_a_model_is_published_only_with_every_protocols_result(tmp_path):
     assert not zoo_queue.published(folder), "the 10 % labels result is missing"
     _publish_into(folder)
     assert zoo_queue.published(folder)
+    # an older model of the same name, trained elsewhere, is not this queue's: it gets replaced
+    _publish_into(folder, run_dir="runs/mocov2_fmnist")
+    assert not zoo_queue.published(folder)
 
 
 def test_delivery_from_a_pinned_checkout_moves_the_folder_and_leaves_the_checkout_clean(
@@ -111,3 +115,56 @@ def test_run_trains_resumes_publishes_and_skips_what_is_published(checkout, tmp_
     assert "cut: published, kNN 82.25" in capsys.readouterr().out
     calls.clear()
     assert zoo_queue.main(["run"]) == 0 and calls == [], "everything is published: nothing runs"
+
+
+def test_the_zoo_is_derived_from_the_recipe_search_and_the_comparison(tmp_path, monkeypatch):
+    """Every family on the recipe search's 90-minute recipe and architecture, at its comparison cell's setting,
+    for the epochs that fit 90 minutes at its step cost; the ViT at its best probe's learning rate."""
+    import compare_methods
+    import recipe_search
+
+    monkeypatch.setattr(recipe_search, "OUT", tmp_path)
+    assert zoo_queue.zoo() == [], "no recipe yet"
+    minutes = {"resnet10t-28": 3.0, "resnet18-28": 6.0, "resnet10t-half-56": 4.0}
+
+    def fake(run, knn):
+        epochs = int(next(o for o in run.overrides if o.startswith("train.epochs=")).split("=")[1])
+        arch = next((a for a in minutes if a in run.id), None)
+        per_epoch = 2.5 if run.cell == "vit" else minutes.get(arch, 1.0)
+        rec = {"id": run.id, "cell": run.cell, "kind": "val", "knn": knn, "linear": knn + 3, "epochs": epochs,
+               "train_minutes": per_epoch * epochs}  # fmt: skip
+        recipe_search.record_path(run).parent.mkdir(parents=True, exist_ok=True)
+        recipe_search.record_path(run).write_text(json.dumps(rec))
+
+    scores = {"r6-crop_0.5_1": 81.0, "r6-combined": 81.5, "b30-resnet10t-28": 84.0, "v3-vit-lr_0.0015": 70.0,
+              "v3-vit-lr_0.0005": 65.0}  # fmt: skip
+    while todo := [r for r in recipe_search.queue() if not recipe_search.record_path(r).is_file()]:
+        for r in todo:
+            fake(r, scores.get(r.id, 80.0))
+    models = {m.name: m for m in zoo_queue.zoo()}
+    ratio = json.loads(compare_methods.cost_path().read_text())["ratio_to_mocov2"]
+    reported = compare_methods.cells(compare_methods.probes())
+    assert set(models) == {
+        "mocov2-resnet10t-fmnist", "mocov3-resnet10t-fmnist", "co2-resnet10t-fmnist", "xmoco-resnet10t-fmnist",
+        "amcl-resnet10t-fmnist", "mocov3-vit-tiny-d6-p7-fmnist",
+    }  # fmt: skip
+    for family, cell in [("mocov2", "mocov2_tuned"), ("co2", "co2"), ("xmoco", "xmoco"), ("amcl", "amcl")]:
+        m = models[f"{family}-resnet10t-fmnist"]
+        config, cell_overrides = reported[cell]
+        assert m.config == config and m.family == family
+        assert "aug.crop_scale=[0.5,1.0]" in m.overrides, "the winning recipe change"
+        assert "model.kwargs.channels=[64,128,256,512]" in m.overrides, "the winning architecture"
+        assert all(o in m.overrides for o in cell_overrides), (
+            "the comparison's setting wins over the recipe's"
+        )
+        epochs = int(90 / (3.0 * 60 / 50 * ratio[cell]))
+        assert f"train.epochs={epochs}" in m.overrides and f"knn.every={max(1, epochs // 5)}" in m.overrides
+    assert "method.temperature=0.2" in models["mocov3-resnet10t-fmnist"].overrides
+    assert "method.temperature=0.05" not in models["mocov3-resnet10t-fmnist"].overrides
+    vit = models["mocov3-vit-tiny-d6-p7-fmnist"]
+    assert vit.config == recipe_search.VIT_CONFIG and "train.base_lr=0.0015" in vit.overrides
+    assert f"train.epochs={int(120 / (2.5 * 60 / 50))}" in vit.overrides
+
+
+def test_merge_lets_the_later_overrides_win():
+    assert zoo_queue.merge(["a=1", "b=2"], ["b=3", "c=4"]) == ["a=1", "b=3", "c=4"]

@@ -74,13 +74,12 @@ PY
           git add -- $new && git commit -q -m "Record $msg" -- $new && echo "$(date +%T) committed $msg"
         fi
       done
-      # models the zoo queue delivered (hub/NAME, untracked, complete): commit each with the regenerated index
-      for d in $(git status --porcelain --untracked-files=normal -- hub | awk '$1 == "??" {print $2}'); do
-        name=$(basename "$d")
-        case "$name" in .tmp-*) continue ;; esac
+      # models the zoo queue delivered (hub/NAME new or replaced, complete): each with the regenerated index
+      for name in $(git status --porcelain --untracked-files=normal -- hub | awk '{print $2}' | cut -d/ -f2 | sort -u); do
+        case "$name" in .tmp-*|results.csv|"") continue ;; esac
         python3 scripts/zoo_queue.py published "$name" || continue
         xmoco-zoo list --write >/dev/null
-        git add -- "hub/$name" hub/results.csv README.md
+        git add -A -- "hub/$name" hub/results.csv README.md
         git commit -q -m "Publish $name" -- "hub/$name" hub/results.csv README.md && echo "$(date +%T) published $name"
       done
       sleep 120
