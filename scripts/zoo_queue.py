@@ -94,8 +94,15 @@ def merge(first: list[str], then: list[str]) -> list[str]:
 
 
 def _length(epochs: int) -> list[str]:
-    # the kNN monitor about 5 times a run (and at its end), as the recipe search's budget runs
-    return [f"train.epochs={epochs}", f"knn.every={max(1, epochs // 5)}"]
+    """The run's length, and its kNN monitor at the random init, after epochs 1, 2, 4, 8, ... and at the end: a
+    log-spaced accuracy-against-minutes curve (the card and the zoo's plot) for a few evaluations."""
+    marks = [2**i for i in range(epochs.bit_length()) if 2**i < epochs]
+    return [
+        f"train.epochs={epochs}",
+        f"knn.every={epochs}",
+        f"knn.epochs=[{','.join(map(str, marks))}]",
+        "knn.at_start=true",
+    ]
 
 
 def resnet_models() -> list[ZooModel]:

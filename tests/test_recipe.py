@@ -227,3 +227,29 @@ def test_every_method_trains_two_steps_under_bf16_autocast(tmp_path, tiny_args, 
     losses = {k: v for k, v in series.items() if k.startswith("train/loss")}
     assert "train/loss" in losses and len(losses["train/loss"]) == 2
     assert all(torch.isfinite(torch.tensor([v for _, v in vs])).all() for vs in losses.values())
+
+
+def test_knn_curve_at_chosen_epochs_is_recorded_and_survives_a_resume(tmp_path, tiny_args):
+    """knn.epochs adds monitor evaluations to knn.every's; every evaluation's (training minutes, top-1) is kept
+    in the checkpoints' train state (so a resumed run keeps the earlier points) and in the export's training
+    facts, which the zoo's plot draws."""
+    out = tmp_path / "run"
+    common = [*tiny_args, f"train.output_dir={out}", "train.epochs=4", "knn.every=100", "knn.epochs=[1,2]"]
+    run_pretrain(*common, "knn.at_start=true", "train.stop_after_epoch=2")
+    proc = run_pretrain(*common, "--resume")
+    log = proc.stdout + proc.stderr
+    assert "epoch 3: kNN" not in log and "epoch 4: kNN" in log
+    training = json.loads((out / "backbone" / "config.json").read_text())["xmoco_zoo"]["training"]
+    curve = training["knn_curve"]
+    assert [len(p) for p in curve] == [2, 2, 2, 2], (
+        "random init, epochs 1 and 2 (first run), epoch 4 (resumed)"
+    )
+    minutes = [m for m, _ in curve]
+    assert (
+        minutes[0] == 0.0
+        and minutes == sorted(minutes)
+        and minutes[-1] == pytest.approx(training["train_minutes"], abs=0.01)
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert curve[0][1] == pytest.approx(summary["knn_init"], abs=1e-3)
+    assert curve[-1][1] == pytest.approx(summary["knn_top1"], abs=1e-3)

@@ -21,8 +21,11 @@ from xmoco_zoo.zoo import (
     BEGIN,
     CSV_COLUMNS,
     END,
+    ReferenceCurve,
     ZooError,
     backbone_text,
+    best_by_minutes,
+    compare_with_reference,
     format_table,
     index_rows,
     markdown_table,
@@ -45,6 +48,7 @@ def make_model(
     top1: dict[str, float],
     minutes: float | None,
     channels: list[int] | None = None,
+    knn_curve: list[list[float]] | None = None,
 ) -> Path:
     """A model folder as `xmoco-zoo export` writes it, from a freshly initialised test_resnet (no training):
     config.json with its xmoco_zoo section, model.safetensors, training_config.yaml and results/."""
@@ -72,6 +76,8 @@ def make_model(
     }
     if minutes is not None:  # models trained before 2026-12-02 have neither
         training |= {"train_minutes": minutes, "machine": "Test CPU, 2 threads, torch 2.x"}
+    if knn_curve is not None:  # runs from 2026-12-05 on
+        training["knn_curve"] = knn_curve
     baselines = {
         "knn": {RAW: 50.0, INIT: 40.0},
         "linear": {"raw pixels": 55.0, INIT: 45.0},
@@ -112,6 +118,7 @@ def hub(tmp_path_factory) -> Path:
         {"knn": 65.0, "linear": 72.25, "finetune": 80.0, "semisup_10pct": 75.5},
         minutes=3.0,
         channels=[16, 24, 24, 48],  # test_resnet's default halved
+        knn_curve=[[0.0, 40.0], [1.0, 55.0], [3.0, 64.0]],
     )
     make_model(hub / "tiny-co2-old", "co2", {"knn": 62.0}, minutes=None)
     (hub / "notes").mkdir()  # not a model folder: ignored
@@ -269,6 +276,29 @@ def test_plot_zoo_writes_a_png_with_the_reference_curve(hub, tmp_path):
         "plot", "zoo", "--hub-dir", str(hub), "--out", str(tmp_path / "cli.png"), "--reference", str(as_csv)
     )
     assert (tmp_path / "cli.png").is_file() and "no training minutes: tiny-co2-old" in proc.stdout
+    assert "2.0 min: lightly 58.00, ours 60.00 (tiny-mocov2-short): +2.00" in proc.stdout
+    assert "ours above lightly at every one of its points: yes" in proc.stdout
+
+
+def test_our_time_to_accuracy_curve_and_the_comparison_point_by_point(hub):
+    rows = index_rows(hub)
+    assert [r.knn_curve for r in rows if r.model == "tiny-mocov2-long"] == [
+        [[0.0, 40.0], [1.0, 55.0], [3.0, 64.0]]
+    ]
+    # every monitor point and every model's final kNN; the best reached within each budget, where it improves
+    assert best_by_minutes(rows) == [
+        (0.0, 40.0, "tiny-mocov2-long"),
+        (1.0, 55.0, "tiny-mocov2-long"),
+        (1.5, 60.0, "tiny-mocov2-short"),
+        (3.0, 64.0, "tiny-mocov2-long"),
+        (3.0, 65.0, "tiny-mocov2-long"),
+    ]
+    ref = ReferenceCurve("peer", [{"minutes": 0.5, "knn": 30.0}, {"minutes": 2.0, "knn": 61.0}])
+    lines = compare_with_reference(rows, ref)
+    assert lines[1] == "    2.0 min: peer 61.00, ours 60.00 (tiny-mocov2-short): -1.00"
+    assert lines[-1] == "ours above peer at every one of its points: no"
+    early = ReferenceCurve("peer", [{"minutes": 0.0, "knn": 50.0}])  # before any of our runs had trained
+    assert compare_with_reference(rows[1:2], early)[-1].endswith("no")
 
 
 def test_plot_zoo_refuses_when_nothing_has_minutes(hub, tmp_path):

@@ -158,7 +158,10 @@ def test_the_zoo_is_derived_from_the_recipe_search_and_the_comparison(tmp_path, 
             "the comparison's setting wins over the recipe's"
         )
         epochs = int(90 / (3.0 * 60 / 50 * ratio[cell]))
-        assert f"train.epochs={epochs}" in m.overrides and f"knn.every={max(1, epochs // 5)}" in m.overrides
+        assert f"train.epochs={epochs}" in m.overrides and f"knn.every={epochs}" in m.overrides
+        marks = [o for o in m.overrides if o.startswith("knn.epochs=")]
+        powers = [str(2**i) for i in range(epochs.bit_length()) if 2**i < epochs]
+        assert marks == [f"knn.epochs=[{','.join(powers)}]"] and "knn.at_start=true" in m.overrides
     assert "method.temperature=0.2" in models["mocov3-resnet10t-fmnist"].overrides
     assert "method.temperature=0.05" not in models["mocov3-resnet10t-fmnist"].overrides
     vit = models["mocov3-vit-tiny-d6-p7-fmnist"]

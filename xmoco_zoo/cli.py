@@ -159,6 +159,13 @@ def _plot(args: argparse.Namespace) -> int:
             f"wrote {out}: {len(drawn)} model(s)"
             + (f"; no training minutes: {', '.join(skipped)}" if skipped else "")
         )
+        if (
+            args.reference
+        ):  # the time-to-accuracy claim, point by point (kNN, the same protocol on both sides)
+            from .zoo import compare_with_reference, index_rows, read_reference_curve
+
+            rows = index_rows(args.hub_dir)
+            print("\n".join(compare_with_reference(rows, read_reference_curve(args.reference))))
     else:
         if args.names and len(args.names) != len(args.folders):
             raise UserError(

@@ -170,6 +170,9 @@ class KnnConfig:
 
     enabled: bool = True
     every: int = 1  # epochs
+    # ... and also after these epochs (e.g. [1, 2, 4, 8, 16]: a log-spaced curve of a long run for a few
+    # evaluations; the zoo's models record it, and the zoo's plot draws it against training minutes)
+    epochs: list[int] = field(default_factory=list)
     at_start: bool = False  # also evaluate the random initialisation before training (the baseline)
     k: int = 200
     temperature: float = 0.1

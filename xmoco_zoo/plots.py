@@ -220,6 +220,13 @@ def plot_zoo(
                 continue
             x, y, _ = zip(*pts)
             ax.plot(x, y, marker="o", ms=5, lw=1.2, color=f"C{i}", label=family)
+            if (
+                protocol == "knn"
+            ):  # each model's kNN monitor during its training, thin, in its family's colour
+                for r in timed:
+                    if r.family == family and r.knn_curve:
+                        cx, cy = zip(*r.knn_curve)
+                        ax.plot(cx, cy, lw=0.8, alpha=0.5, color=f"C{i}", marker=".", ms=3)
             for xi, yi, name in pts:
                 ax.annotate(name, (xi, yi), xytext=(4, 4), textcoords="offset points", fontsize=6)
         if curve is not None:

@@ -81,6 +81,9 @@ class TrainState:
         # Wall-clock seconds in the training epochs (loading and steps; not the kNN monitor, not checkpointing),
         # summed over resumes: the model card's training minutes.
         self.train_seconds = 0.0
+        # The kNN monitor's curve: [training minutes, top-1] at each evaluation (0 minutes: the random init), for
+        # the card and the zoo's accuracy-against-minutes plot.
+        self.knn_curve: list[list[float]] = []
 
     def state_dict(self) -> dict:
         return {
@@ -92,6 +95,7 @@ class TrainState:
             "knn_top1": self.knn_top1,
             "knn_init": self.knn_init,
             "train_seconds": self.train_seconds,
+            "knn_curve": [list(p) for p in self.knn_curve],
         }
 
     def load_state_dict(self, d: dict) -> None:
@@ -100,6 +104,7 @@ class TrainState:
         self.processes = d.get("processes")
         self.knn_top1, self.knn_init = d.get("knn_top1"), d.get("knn_init")
         self.train_seconds = float(d.get("train_seconds", 0.0))  # absent from checkpoints before 2026-12-02
+        self.knn_curve = [list(map(float, p)) for p in d.get("knn_curve", [])]  # absent before 2026-12-05
 
 
 @dataclass
@@ -163,6 +168,7 @@ class Run:
             "command": self.command,
             "commit": self.commit,
             "train_minutes": round(self.state.train_seconds / 60, 2),
+            "knn_curve": [[round(m, 3), round(t, 4)] for m, t in self.state.knn_curve],
             "machine": machine(self.accelerator.device)
             + (
                 f" x {self.accelerator.num_processes} processes" if self.accelerator.num_processes > 1 else ""
@@ -498,6 +504,7 @@ def start(run: Run) -> None:
         accelerator.log({"eval/knn_top1": top1}, step=0)
         accelerator.print(f"random init: kNN top-1 {top1:.2f}%")
         state.knn_init = top1
+        state.knn_curve.append([0.0, top1])
     run.model.train()
 
 
@@ -640,7 +647,8 @@ def on_device(loader: DataLoader, device: torch.device) -> Iterator:
 
 
 def end_of_epoch(run: Run, stopped: bool) -> None:
-    """After an epoch: the kNN monitor (every knn.every epochs and at the end), then an atomic checkpoint.
+    """After an epoch: the kNN monitor (every knn.every epochs, at knn.epochs and at the end), then an atomic
+    checkpoint.
 
     Stopped by SIGTERM mid-epoch, it writes a mid-epoch checkpoint instead, with no kNN.
 
@@ -653,11 +661,15 @@ def end_of_epoch(run: Run, stopped: bool) -> None:
     state.epoch += 1
     state.epoch_step = 0
     if run.knn_loaders is not None and (
-        state.epoch % cfg.knn.every == 0 or state.epoch == run.stop_epoch or run.max_steps_reached
+        state.epoch % cfg.knn.every == 0
+        or state.epoch in cfg.knn.epochs
+        or state.epoch == run.stop_epoch
+        or run.max_steps_reached
     ):
         broadcast_norm_buffers(run.method)  # rank 0's BN statistics on every rank: one model is evaluated
         state.knn_top1 = knn_monitor(accelerator, run.method.backbone, run.knn_loaders, cfg)
         accelerator.log({"eval/knn_top1": state.knn_top1}, step=state.step)
+        state.knn_curve.append([state.train_seconds / 60, state.knn_top1])
         accelerator.print(
             f"epoch {state.epoch}: kNN top-1 {state.knn_top1:.2f}% (k={cfg.knn.k}, t={cfg.knn.temperature})"
         )

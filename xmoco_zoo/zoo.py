@@ -96,6 +96,8 @@ class ZooRow:
     path: str = ""
     # protocol -> baseline name -> value: what the results files measured beside the model
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
+    # the training's kNN monitor: [minutes, top-1] at each evaluation (training.knn_curve; runs from 2026-12-05)
+    knn_curve: list[list[float]] = field(default_factory=list)
 
     def csv_row(self) -> dict[str, str]:
         d = {
@@ -158,6 +160,7 @@ def model_row(folder: str | Path) -> ZooRow:
         commit=training.get("commit"),
         path=str(folder),
         baselines={p: dict(r.baselines) for p, r in chosen.items() if r.baselines},
+        knn_curve=[[float(m), float(t)] for m, t in training.get("knn_curve") or []],
     )
 
 
@@ -422,6 +425,50 @@ class ReferenceCurve:
     machine: str | None = None
     command: str | None = None
     path: str = ""
+
+
+def best_by_minutes(rows: list[ZooRow]) -> list[tuple[float, float, str]]:
+    """Our time-to-accuracy curve: every kNN monitor point of the models' trainings (and each model's final
+    kNN at its training minutes), as (minutes, best kNN reached by any model within those minutes, model) at
+    each point where the best improves: a step function, since a budget of m minutes can train any run that
+    took m minutes or less."""
+    pts = sorted(
+        [(m, t, r.model) for r in rows for m, t in r.knn_curve]
+        + [
+            (r.train_minutes, r.top1["knn"], r.model)
+            for r in rows
+            if r.train_minutes is not None and "knn" in r.top1
+        ]
+    )
+    out: list[tuple[float, float, str]] = []
+    for m, t, name in pts:
+        if not out or t > out[-1][1]:
+            out.append((m, t, name))
+    return out
+
+
+def compare_with_reference(rows: list[ZooRow], curve: ReferenceCurve) -> list[str]:
+    """At each of the reference's kNN points (m minutes, its top-1), ours: the best kNN any of our runs had
+    reached within m minutes (:func:`best_by_minutes`). One line per point, and a last line: whether ours is
+    above at every point."""
+    ours = best_by_minutes(rows)
+    lines, above = [], True
+    for p in curve.points:
+        if p.get("knn") is None:
+            continue
+        m, theirs = float(p["minutes"]), float(p["knn"])
+        reached = [(t, name) for mm, t, name in ours if mm <= m]
+        if reached:
+            t, name = reached[-1]
+            lines.append(
+                f"{m:7.1f} min: {curve.label} {theirs:.2f}, ours {t:.2f} ({name}): {t - theirs:+.2f}"
+            )
+            above &= t > theirs
+        else:
+            lines.append(f"{m:7.1f} min: {curve.label} {theirs:.2f}, ours: no run measured this early")
+            above = False
+    lines.append(f"ours above {curve.label} at every one of its points: {'yes' if above else 'no'}")
+    return lines
 
 
 def read_reference_curve(path: str | Path) -> ReferenceCurve:
