@@ -2,7 +2,8 @@
 # The development machine's run queues, from a pinned second checkout so that edits to this tree never change a
 # running queue (the records still land in this tree):
 #
-#   bash scripts/dev/queue.sh start compare|recipe|zoo  # check out HEAD in ../wt-runs (detached), start that queue
+#   bash scripts/dev/queue.sh start compare|recipe|lightly|zoo|all  # check out HEAD in ../wt-runs (detached), start
+#                                                    # that queue (all: the four in that order, each when done)
 #   bash scripts/dev/queue.sh pause-after ID         # wait for that record (or hub/ID), then stop the queue there
 #   bash scripts/dev/queue.sh stop                   # stop now (the cut run resumes from its checkpoint next start)
 #   bash scripts/dev/queue.sh commit-records         # every 2 minutes, commit new records and published models
@@ -15,30 +16,28 @@ MAIN=$(cd "$(dirname "$0")/../.." && pwd)
 WT=${XMOCO_WORKTREE:-$(dirname "$MAIN")/wt-runs}
 mkdir -p "$MAIN/runs"
 
-records_dir() {
-  case "$1" in
-    compare) echo "$MAIN/docs/results/methods_fmnist" ;;
-    recipe) echo "$MAIN/docs/results/recipe_search" ;;
-    zoo) echo "$MAIN/hub" ;;
-    *) echo "unknown queue '$1': compare, recipe or zoo" >&2; exit 2 ;;
-  esac
-}
-
 case "${1:-}" in
   start)
-    which=${2:?compare, recipe or zoo}
-    out=$(records_dir "$which")
+    which=${2:?compare, recipe, lightly, zoo or all}
     if [ ! -d "$WT" ]; then git -C "$MAIN" worktree prune; git -C "$MAIN" worktree add -f --detach "$WT" HEAD >/dev/null; fi
     [ -e "$WT/runs" ] || ln -s "$MAIN/runs" "$WT/runs"
     git -C "$WT" checkout -q --detach "$(git -C "$MAIN" rev-parse HEAD)"
+    # every queue reads and writes the working tree's records (the zoo derives its models from the others')
+    export PYTHONPATH="$WT" XMOCO_MAIN="$MAIN" XMOCO_HUB_OUT="$MAIN/hub" \
+      XMOCO_COMPARE_OUT="$MAIN/docs/results/methods_fmnist" XMOCO_RECIPE_OUT="$MAIN/docs/results/recipe_search"
+    extra="${*:3}"
     case "$which" in
-      compare) script=compare_methods.py; var=XMOCO_COMPARE_OUT ;;
-      recipe) script=recipe_search.py; var=XMOCO_RECIPE_OUT ;;
-      zoo) script=zoo_queue.py; var=XMOCO_HUB_OUT ;;
+      compare) cmd="python scripts/compare_methods.py run $extra" ;;
+      recipe) cmd="python scripts/recipe_search.py run $extra" ;;
+      lightly) cmd="bash scripts/dev/lightly_curve.sh" ;;
+      zoo) cmd="python scripts/zoo_queue.py run $extra" ;;
+      # one after the other; a queue stopped (pause-after, stop) ends the chain
+      all) cmd="python scripts/compare_methods.py run && python scripts/recipe_search.py run && bash scripts/dev/lightly_curve.sh && python scripts/zoo_queue.py run" ;;
+      *) echo "unknown queue '$which': compare, recipe, lightly, zoo or all" >&2; exit 2 ;;
     esac
     cd "$WT"
-    env PYTHONPATH="$WT" "$var=$out" nohup python scripts/$script run "${@:3}" >> "$MAIN/runs/queue.log" 2>&1 &
-    echo "$which queue started (pid $!) at $(git -C "$WT" rev-parse --short HEAD); log: runs/queue.log"
+    nohup bash -c "$cmd" >> "$MAIN/runs/queue.log" 2>&1 &
+    echo "$which started (pid $!) at $(git -C "$WT" rev-parse --short HEAD); log: runs/queue.log"
     ;;
   pause-after)
     id=${2:?RECORD_ID}
@@ -48,7 +47,9 @@ case "${1:-}" in
     echo "paused after $id"
     ;;
   stop)
+    pkill -f "scripts/dev/lightly_curve.sh" || true
     pkill -f "scripts/(compare_methods|recipe_search|zoo_queue).py run" || true
+    pkill -f "vs_lightly.py --mode curve" || true
     pkill -f "publish_fmnist.sh runs/zoo/" || true
     pkill -f "output_dir=runs/(compare|recipe|zoo|eval)/" || true
     ;;
@@ -74,6 +75,10 @@ PY
           git add -- $new && git commit -q -m "Record $msg" -- $new && echo "$(date +%T) committed $msg"
         fi
       done
+      # the peer library's reference curve, once finished
+      if [ -n "$(git status --porcelain --untracked-files=all -- docs/results/lightly_curve)" ]; then
+        git add -- docs/results/lightly_curve && git commit -q -m "lightly's MoCo v2 reference curve (scripts/dev/lightly_curve.sh)" -- docs/results/lightly_curve && echo "$(date +%T) committed the lightly curve"
+      fi
       # models the zoo queue delivered (hub/NAME new or replaced, complete): each with the regenerated index
       for name in $(git status --porcelain --untracked-files=normal -- hub | awk '{print $2}' | cut -d/ -f2 | sort -u); do
         case "$name" in .tmp-*|results.csv|"") continue ;; esac

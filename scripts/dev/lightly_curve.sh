@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The peer library's reference curve for the zoo's time-to-accuracy plot (issue 15; docs/models.md): lightly's MoCo
+# v2 recipe (its CIFAR-10 settings) on resnet18 at 32 px for 10 epochs, kNN after every epoch, on this machine,
+# through benchmarks/vs_lightly.py's curve mode (about 45 minutes on 2 cores). lightly is a benchmark-only
+# dependency: it goes into its own venv (system site packages kept, so torch is this machine's), made once.
+# The run resumes from its checkpoint under runs/; the finished curve is copied to docs/results/lightly_curve/.
+#   bash scripts/dev/lightly_curve.sh
+set -euo pipefail
+MAIN=${XMOCO_MAIN:-$(cd "$(dirname "$0")/../.." && pwd)}
+cd "$(dirname "$0")/../.."
+VENV=${XMOCO_LIGHTLY_VENV:-$MAIN/runs/venv-lightly}
+NAME=lightly_mocov2_resnet18_32px.json
+DONE=$MAIN/docs/results/lightly_curve/$NAME
+if [ -f "$DONE" ]; then echo "lightly curve: done ($DONE)"; exit 0; fi
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import lightly" 2>/dev/null; then
+  python -m venv --system-site-packages "$VENV"
+  "$VENV/bin/pip" install -q "lightly==1.6.0"
+fi
+mkdir -p runs/lightly_curve
+"$VENV/bin/python" benchmarks/vs_lightly.py --mode curve --recipe lightly_cifar10 --backbone resnet18 \
+  --image-size 32 --epochs 10 --threads 2 --out "runs/lightly_curve/$NAME"
+mkdir -p "$(dirname "$DONE")"
+cp "runs/lightly_curve/$NAME" "$DONE.tmp" && mv "$DONE.tmp" "$DONE"
+echo "lightly curve: $DONE"
