@@ -50,23 +50,26 @@ def _cell(cell: str, knn: list[float], linear: list[float]) -> list[dict]:
 def test_verdicts_call_a_gap_beyond_the_seeds_spread_and_the_one_point_goal():
     records = (
         _cell("base", [79.0, 79.4, 79.2], [83.0, 83.2, 83.4])
-        + _cell("reg", [80.6, 80.4, 80.5], [83.1, 83.3, 83.2])  # +1.3 kNN, spread 0.2; linear +0.0
-        + _cell("small", [79.8, 79.6, 79.7], [82.0, 82.1, 82.2])  # +0.5: beyond the spread, short of the goal
-        + _cell("noisy", [78.0, 81.0, 79.5], [83.0, 83.0, 83.0])  # +0.3 with a spread of 1.5
-        + _cell("late", [80.0], [84.0])
+        + _cell("co2", [80.6, 80.4, 80.5], [83.1, 83.3, 83.2])  # +1.3 kNN, spread 0.2; linear +0.0
+        + _cell("xmoco", [79.8, 79.6, 79.7], [82.0, 82.1, 82.2])  # +0.5: beyond the spread, short of the goal
+        + _cell("amcl", [78.0, 81.0, 79.5], [83.0, 83.0, 83.0])  # +0.3 with a spread of 1.5
+        + _cell("amcl_authors", [80.0], [84.0])
+        + _cell("mocov3", [80.6, 80.4, 80.5], [83.1, 83.3, 83.2])  # as co2, but not a regularizer: no goal
     )
-    bases = {"reg": ["base"], "small": ["base"], "noisy": ["base"], "late": ["base"], "x@3ep": ["base"]}
-    lines = compare_report.verdicts(records, bases, ["base", "reg", "small", "noisy", "late"]).splitlines()
-    reg, small, noisy, late = lines
-    assert reg.startswith("- `reg` against `base` (its base): kNN +1.30 (80.50 ± 0.10 against 79.20 ± 0.20)")
+    bases = {c: ["base"] for c in ("co2", "xmoco", "amcl", "amcl_authors", "mocov3", "x@3ep")}
+    order = ["base", "co2", "xmoco", "amcl", "amcl_authors", "mocov3"]
+    lines = compare_report.verdicts(records, bases, order).splitlines()
+    reg, small, noisy, late, v3 = lines
+    assert reg.startswith("- `co2` against `base` (its base): kNN +1.30 (80.50 ± 0.10 against 79.20 ± 0.20)")
     assert "better beyond the seeds' spread (0.20), reaching the 1-point goal; linear +0.00" in reg
     assert "linear +0.00 (83.20 ± 0.10 against 83.20 ± 0.20): within the seeds' spread (0.20)." in reg
     assert "short of the 1-point goal" in small and "linear -1.10" in small and "worse beyond" in small
     assert "within the seeds' spread (1.50)" in noisy
     assert "(1 and 3 seeds so far): too few seeds to tell" in late
-    # the goal is a regularizer's against its own base: against another cell the gap is only called
+    # the goal is a regularizer's (CO2, XMoCo, AMCL) against its own base: otherwise the gap is only called
+    assert "better beyond the seeds' spread (0.20); linear" in v3 and "goal" not in v3
     cells = compare_report._cells(records, "test")
-    assert compare_report.verdict("reg", "base", cells, goal=False).endswith(
+    assert compare_report.verdict("co2", "base", cells, goal=False).endswith(
         "better beyond the seeds' spread (0.20)"
     )
 
