@@ -53,5 +53,7 @@ PY
   --scratch-dir "$SCRATCH/finetune" "model.spec=local-dir:$OUT" "run.output_dir=$EVAL/finetune"
 "${LAUNCH[@]}" recipes/finetune.py --config recipes/configs/eval/semisup_fmnist.yaml --compare-scratch \
   --scratch-dir "$SCRATCH/semisup10" "model.spec=local-dir:$OUT" "run.output_dir=$EVAL/semisup10"
-xmoco-zoo plot curves "$RUN" --out "$EVAL/training_curves.png"
+# the training run's curves go on the card (re-rendered last, with every result)
+xmoco-zoo plot curves "$RUN" --out "$OUT/training_curves.png"
+xmoco-zoo card "$OUT" --repo-id "$ORG/$NAME"
 xmoco-zoo list --write   # hub/results.csv and the README's model table

@@ -182,6 +182,20 @@ def test_export_dtype_is_checked(run, tmp_path):
         export_checkpoint(run, tmp_path / "out", dtype="int8")
 
 
+def test_card_shows_the_knn_monitor_curve_and_the_training_curves_image(run, tmp_path):
+    out = export_checkpoint(run, tmp_path / "with_curves")
+    curve = json.loads((out / "config.json").read_text())["xmoco_zoo"]["training"]["knn_curve"]
+    assert len(curve) == 3 and curve[0][0] == 0.0, "random init, then after each of the 2 epochs"
+    card = (out / "README.md").read_text()
+    assert "kNN top-1 during training" in card and f"0.0 min {curve[0][1]:.2f}%" in card
+    assert "training_curves.png" not in card
+    run_cli("plot", "curves", str(run), "--out", str(out / "training_curves.png"))
+    write_model_card(out)
+    card = (out / "README.md").read_text()
+    assert "![training curves](training_curves.png)" in card
+    check_folder(out)
+
+
 def test_export_errors_name_the_problem(run, tmp_path):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("mine")

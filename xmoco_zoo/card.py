@@ -19,7 +19,7 @@ import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from . import methods  # noqa: F401  (registers every method's facts)
-from .folder import CARD, META_KEY, TRAINING_CONFIG, CardError, read_folder_config
+from .folder import CARD, META_KEY, TRAINING_CONFIG, TRAINING_CURVES, CardError, read_folder_config
 from .registry import facts, list_methods
 from .results import DATASET_NAMES, HF_DATASET_IDS, EvalRecord, read_results
 
@@ -105,6 +105,21 @@ def _training_section(meta: dict[str, Any], folder: Path) -> str:
     lines = [f"Pretrained with xmoco-zoo{commit}:"]
     if t.get("command"):
         lines += ["", f"```bash\n{t['command']}\n```"]
+    curve = t.get("knn_curve") or []
+    if curve:
+        lines += [
+            "",
+            "kNN top-1 during training (the monitor, same protocol as the evaluation below; minutes of training): "
+            + ", ".join(f"{m:.1f} min {top1:.2f}%" for m, top1 in curve)
+            + ".",
+        ]
+    if (folder / TRAINING_CURVES).is_file():
+        lines += [
+            "",
+            f"![training curves]({TRAINING_CURVES})",
+            "",
+            "Every loss term, the learning rate, the momentum and the kNN monitor of the training run, per epoch.",
+        ]
     cfg_path = folder / TRAINING_CONFIG
     if cfg_path.is_file():
         lines += [
