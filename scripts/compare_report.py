@@ -117,6 +117,75 @@ def verdicts(records: list[dict], bases: dict[str, list[str]], order: list[str])
     return "\n".join(lines)
 
 
+SENTENCES = "<!-- in one sentence: begin -->", "<!-- in one sentence: end -->"
+TITLES = {  # the cells the page sums up, in this order, with their readable names
+    "co2": "CO2",
+    "xmoco": "XMoCo",
+    "amcl": "AMCL (posterior form, tuned)",
+    "amcl_authors": "AMCL as its authors compute it",
+    "amcl_likelihood": "AMCL, likelihood form",
+    "mocov3": "MoCo v3",
+    "mocov2_sym": "Symmetric MoCo v2",
+    "mocov2_sym_tuned": "Symmetric MoCo v2 at the tuned temperature",
+    "mocov2_tuned": "MoCo v2 at the tuned temperature",
+}
+
+
+def _gap(cell: str, base: str, cells: dict[str, list[dict]], key: str) -> tuple[float, float, str] | None:
+    """(difference of the means, the larger spread, 'beats'/'loses to'/'ties with') of two complete cells."""
+    (m, sd, n), (mb, sdb, nb) = _stats(cells.get(cell, []), key), _stats(cells.get(base, []), key)
+    if n < 3 or nb < 3:
+        return None
+    d, spread = round(m - mb, 2) + 0.0, max(sd, sdb)
+    word = "ties with" if abs(d) <= spread else ("beats" if d > 0 else "loses to")
+    return d, spread, word
+
+
+def sentences(records: list[dict], bases: dict[str, list[str]]) -> str:
+    """One plain sentence per method (``TITLES``): at equal epochs, does it beat its own base beyond the seeds'
+    spread, and by how much (kNN, then the linear probe); at equal training time, against the best MoCo v2 in
+    the same minutes; for a regularizer, whether it reaches the 1-point goal. Cells still running say so."""
+    cells = _cells(records, "test")
+    lines = []
+    for cell, title in TITLES.items():
+        if cell not in bases:
+            continue
+        base = bases[cell][0]
+        knn, lin = _gap(cell, base, cells, "knn"), _gap(cell, base, cells, "linear")
+        if knn is None or lin is None:
+            have = len(cells.get(cell, [])), len(cells.get(base, []))
+            lines.append(
+                f"- **{title}**: not measured yet ({have[0]} of 3 seeds; its base `{base}`: {have[1]})."
+            )
+            continue
+        d, spread, word = knn
+        text = (
+            f"- **{title}** {word} its base (`{base}`) at equal epochs: kNN {d:+.2f} points "
+            f"({'beyond' if word != 'ties with' else 'within'} the seeds' spread of {spread:.2f}), linear probe "
+            f"{lin[0]:+.2f} ({'beyond' if lin[2] != 'ties with' else 'within'} {lin[1]:.2f})"
+        )
+        if cell.split("_")[0] in REGULARIZERS:
+            reached = word == "beats" and d >= GOAL
+            text += f"; {'it reaches' if reached else 'short of'} the papers' {GOAL:g}-point goal"
+        best = (
+            "mocov2_tuned" if "mocov2_tuned" in bases[cell][1:] else None
+        )  # the best MoCo v2, if not its base
+        other = _gap(cell, best, cells, "knn") if best else None
+        if other is not None:  # a base that is not the best MoCo v2: say how it fares against that one too
+            text += f"; against the best MoCo v2 (`{best}`) it {other[2]} it by {other[0]:+.2f} kNN points"
+        timed = next((c for c in cells if c.startswith(f"{cell}@")), None)
+        if timed and bases.get(timed):
+            t = _gap(timed, bases[timed][0], cells, "knn")
+            if t is not None:
+                epochs = timed.split("@", 1)[1]
+                text += (
+                    f"; in the same training minutes ({epochs} against `{bases[timed][0]}`'s 6 epochs) it "
+                    f"{t[2]} it by {t[0]:+.2f} kNN points"
+                )
+        lines.append(text + ".")
+    return "\n".join(lines)
+
+
 def _between(text: str, markers: tuple[str, str], body: str) -> str:
     begin, end = markers
     if begin not in text:
@@ -223,6 +292,7 @@ def report(out_dir: Path, runs: list, bases: dict[str, list[str]] | None = None)
     page = out_dir.parent / "methods_fmnist.md"
     text = page.read_text()
     new = _between(_between(text, (BEGIN, END), md), VERDICTS, said)
+    new = _between(new, SENTENCES, sentences(records, bases or {}))
     if new != text:
         page.write_text(new)
     images = out_dir.parent.parent / "images"

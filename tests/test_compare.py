@@ -196,3 +196,28 @@ def test_the_measured_step_costs_add_the_equal_time_cells(tmp_path, monkeypatch)
         _fake(run, knn)
         timed = [r for r in compare_methods.queue() if r.budget == "time"]
         assert len(timed) == (0 if seed == compare_methods.SEEDS[-1] else 3)
+
+
+def test_one_sentence_per_method_from_the_records():
+    records = (
+        _cell("mocov2_tuned", [79.0, 79.4, 79.2], [83.0, 83.2, 83.4])
+        + _cell("co2", [80.6, 80.4, 80.5], [83.1, 83.3, 83.2])
+        + _cell("xmoco", [79.0, 79.4, 79.1], [82.0, 82.1, 82.2])
+        + _cell("mocov3", [80.6, 80.4], [83.1, 83.3])
+        + _cell("co2@5ep", [78.0, 78.2, 78.1], [83.0, 83.1, 83.2])
+    )
+    records += _cell("mocov2", [78.0, 78.1, 78.2], [82.0, 82.1, 82.2])
+    bases = {"co2": ["mocov2_tuned", "mocov2"], "xmoco": ["mocov2", "mocov2_tuned"], "mocov3": ["mocov2_tuned"],
+             "co2@5ep": ["mocov2_tuned"]}  # fmt: skip
+    co2, xmoco, v3 = compare_report.sentences(records, bases).splitlines()
+    assert co2 == (
+        "- **CO2** beats its base (`mocov2_tuned`) at equal epochs: kNN +1.30 points (beyond the seeds' spread of "
+        "0.20), linear probe +0.00 (within 0.20); it reaches the papers' 1-point goal; in the same training "
+        "minutes (5ep against `mocov2_tuned`'s 6 epochs) it loses to it by -1.10 kNN points."
+    )
+    assert (
+        xmoco.startswith("- **XMoCo** beats its base (`mocov2`)")
+        and "short of the papers' 1-point goal" in xmoco
+    )
+    assert xmoco.endswith("; against the best MoCo v2 (`mocov2_tuned`) it ties with it by -0.03 kNN points.")
+    assert v3 == "- **MoCo v3**: not measured yet (2 of 3 seeds; its base `mocov2_tuned`: 3)."
