@@ -104,6 +104,38 @@ def _per_sample(f: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------- crop
 
 
+def _draw_tries(
+    n: int,
+    area: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    generator: torch.Generator | None,
+    device: torch.device | str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """torchvision's 10 tries per sample (RandomResizedCrop and RandomErasing draw alike): a target area
+    (``area`` x a fraction uniform in ``scale``) and an aspect ratio (log-uniform in ``ratio``), (n, 10) each;
+    float32 draws and exp, then float64 maths (Python's sqrt and round, half to even as torch.round)."""
+    s = torch.empty(n, _TRIES, device=device).uniform_(scale[0], scale[1], generator=generator)
+    log_r = torch.empty(n, _TRIES, device=device).uniform_(
+        math.log(ratio[0]), math.log(ratio[1]), generator=generator
+    )
+    return s.double() * area, torch.exp(log_r).double()
+
+
+def _first_fit(
+    ok: torch.Tensor, h: torch.Tensor, w: torch.Tensor, height: int, width: int, generator, device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first try that fits (``ok``) of each sample, placed uniformly over the valid positions: boxes (n, 4)
+    of (top, left, height, width), and whether any try fitted."""
+    first = ok.to(torch.uint8).argmax(dim=1, keepdim=True)  # index of the first try that fits
+    h = h.gather(1, first).squeeze(1)
+    w = w.gather(1, first).squeeze(1)
+    u = torch.rand(h.shape[0], 2, dtype=torch.float64, device=device, generator=generator)
+    top = torch.minimum((u[:, 0] * (height - h + 1)).floor().long(), height - h)
+    left = torch.minimum((u[:, 1] * (width - w + 1)).floor().long(), width - w)
+    return torch.stack([top, left, h, w], dim=1), ok.any(dim=1)
+
+
 def _sample_boxes(
     n: int,
     height: int,
@@ -115,24 +147,11 @@ def _sample_boxes(
 ) -> torch.Tensor:
     """``n`` RandomResizedCrop boxes as a long tensor (n, 4) of (top, left, height, width), drawn like
     torchvision's ``RandomResizedCrop.make_params`` (10 tries, then the centre-crop fallback)."""
-    area = height * width
-    s = torch.empty(n, _TRIES, device=device).uniform_(scale[0], scale[1], generator=generator)
-    log_r = torch.empty(n, _TRIES, device=device).uniform_(
-        math.log(ratio[0]), math.log(ratio[1]), generator=generator
-    )
-    # torchvision: float32 draws and exp, then Python (float64) sqrt and round (half to even, as torch.round)
-    target = s.double() * area
-    aspect = torch.exp(log_r).double()
+    target, aspect = _draw_tries(n, height * width, scale, ratio, generator, device)
     w = torch.round(torch.sqrt(target * aspect)).long()
     h = torch.round(torch.sqrt(target / aspect)).long()
     ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    first = ok.to(torch.uint8).argmax(dim=1, keepdim=True)  # index of the first try that fits
-    found = ok.any(dim=1)
-    w = w.gather(1, first).squeeze(1)
-    h = h.gather(1, first).squeeze(1)
-    u = torch.rand(n, 2, dtype=torch.float64, device=device, generator=generator)
-    top = torch.minimum((u[:, 0] * (height - h + 1)).floor().long(), height - h)
-    left = torch.minimum((u[:, 1] * (width - w + 1)).floor().long(), width - w)
+    boxes, found = _first_fit(ok, h, w, height, width, generator, device)
 
     # fallback: the same centre crop for every sample (all images of the batch have the same size)
     in_ratio = float(width) / float(height)
@@ -143,7 +162,6 @@ def _sample_boxes(
     else:
         fw, fh = width, height
     fallback = torch.tensor([(height - fh) // 2, (width - fw) // 2, fh, fw], device=device)
-    boxes = torch.stack([top, left, h, w], dim=1)
     return torch.where(found[:, None], boxes, fallback)
 
 
@@ -222,25 +240,12 @@ def _sample_erase_boxes(
     device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` RandomErasing boxes (top, left, height, width), drawn like torchvision's
-    ``RandomErasing.make_params``, and whether a try fitted (else the image is left as is)."""
-    area = height * width
-    s = torch.empty(n, _TRIES, device=device).uniform_(scale[0], scale[1], generator=generator)
-    log_r = torch.empty(n, _TRIES, device=device).uniform_(
-        math.log(ratio[0]), math.log(ratio[1]), generator=generator
-    )
-    target = s.double() * area
-    aspect = torch.exp(log_r).double()
+    ``RandomErasing.make_params`` (its h takes the aspect ratio where the crop's w does), and whether a try
+    fitted (else the image is left as is)."""
+    target, aspect = _draw_tries(n, height * width, scale, ratio, generator, device)
     h = torch.round(torch.sqrt(target * aspect)).long()
     w = torch.round(torch.sqrt(target / aspect)).long()
-    ok = (h < height) & (w < width)
-    first = ok.to(torch.uint8).argmax(dim=1, keepdim=True)
-    found = ok.any(dim=1)
-    h = h.gather(1, first).squeeze(1)
-    w = w.gather(1, first).squeeze(1)
-    u = torch.rand(n, 2, dtype=torch.float64, device=device, generator=generator)
-    top = torch.minimum((u[:, 0] * (height - h + 1)).floor().long(), height - h)
-    left = torch.minimum((u[:, 1] * (width - w + 1)).floor().long(), width - w)
-    return torch.stack([top, left, h, w], dim=1), found
+    return _first_fit((h < height) & (w < width), h, w, height, width, generator, device)
 
 
 def _erase(x: torch.Tensor, boxes: torch.Tensor, apply: torch.Tensor) -> torch.Tensor:
