@@ -105,6 +105,18 @@ def _length(epochs: int) -> list[str]:
     ]
 
 
+SHARED_METHOD_KEYS = ("method.queue_size",)  # the recipe's method settings that every family takes
+
+
+def recipe_for(family: str, recipe: list[str]) -> list[str]:
+    """The recipe search's overrides as a family takes them: the architecture, augmentations and schedule for
+    every family; its loss settings (the temperature) only for MoCo v2, whose loss it tuned: another family keeps
+    the setting its own comparison cell measured (the queue size, where a family has one, is shared)."""
+    if family == "mocov2":
+        return list(recipe)
+    return [o for o in recipe if not o.startswith("method.") or o.split("=", 1)[0] in SHARED_METHOD_KEYS]
+
+
 def resnet_models() -> list[ZooModel]:
     """One model per family, once the recipe search's BUDGET run and the comparison's cells exist."""
     import compare_methods
@@ -127,7 +139,9 @@ def resnet_models() -> list[ZooModel]:
         config, overrides = reported[cell]
         epochs = max(1, int(BUDGET / (minutes * ratio[cell])))
         name = f"{family}-{ARCH_NAMES.get(arch, arch)}-fmnist"
-        out.append(ZooModel(name, family, config, [*merge(recipe, overrides), *_length(epochs)]))
+        out.append(
+            ZooModel(name, family, config, [*merge(recipe_for(family, recipe), overrides), *_length(epochs)])
+        )
     return out
 
 

@@ -162,6 +162,16 @@ def test_the_zoo_is_derived_from_the_recipe_search_and_the_comparison(tmp_path, 
         marks = [o for o in m.overrides if o.startswith("knn.epochs=")]
         powers = [str(2**i) for i in range(epochs.bit_length()) if 2**i < epochs]
         assert marks == [f"knn.epochs=[{','.join(powers)}]"] and "knn.at_start=true" in m.overrides
+    # the recipe's loss settings are MoCo v2's: another family keeps its own cell's (AMCL has no temperature
+    # override, so none comes from the recipe); the queue size is shared
+    assert not any(o.startswith("method.temperature") for o in models["amcl-resnet10t-fmnist"].overrides)
+    assert "method.temperature=0.05" in models["mocov2-resnet10t-fmnist"].overrides
+    assert zoo_queue.recipe_for(
+        "co2", ["method.temperature=0.03", "method.queue_size=16384", "aug.erase_p=0.5"]
+    ) == [
+        "method.queue_size=16384",
+        "aug.erase_p=0.5",
+    ]
     assert "method.temperature=0.2" in models["mocov3-resnet10t-fmnist"].overrides
     assert "method.temperature=0.05" not in models["mocov3-resnet10t-fmnist"].overrides
     vit = models["mocov3-vit-tiny-d6-p7-fmnist"]
