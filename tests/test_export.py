@@ -161,6 +161,7 @@ def test_half_precision_export_halves_the_file_and_loads_into_a_float32_model(ru
             assert value.dtype == getattr(torch, dtype), key
         else:
             assert not value.is_floating_point(), key  # num_batches_tracked stays an integer
+    assert (half / "model.safetensors").stat().st_mode == (full / "model.safetensors").stat().st_mode
     ratio = (half / "model.safetensors").stat().st_size / (full / "model.safetensors").stat().st_size
     assert ratio < 0.6, ratio
     model = timm.create_model(f"local-dir:{half}", pretrained=True).eval()

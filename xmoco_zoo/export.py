@@ -145,6 +145,7 @@ def cast_weights(path: Path, dtype: torch.dtype) -> None:
     }
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=metadata)
+    os.chmod(tmp, path.stat().st_mode)  # safetensors creates it owner-only; keep the export's mode
     os.replace(tmp, path)
 
 
