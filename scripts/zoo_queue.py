@@ -4,6 +4,7 @@
     python scripts/zoo_queue.py list                 # every model, and which are published
     python scripts/zoo_queue.py run [--only REGEX]   # train and publish what is not published yet, in order
     python scripts/zoo_queue.py published NAME       # exit 0 when hub/NAME is complete (queue.sh's commit loop)
+    python scripts/zoo_queue.py retire               # remove and commit the models a newer one of their family dominates
 
 A model is one pretraining on the 60k Fashion-MNIST train images (``recipes/pretrain.py``, 1 process, 2 threads,
 ``runs/zoo/<name>``; a cut run resumes from its newest checkpoint) followed by ``scripts/publish_fmnist.sh``:
@@ -201,6 +202,46 @@ def deliver(model: ZooModel) -> Path:
     return dst
 
 
+def dominated(hub: Path) -> list[tuple[str, str, str]]:
+    """The models in ``hub`` that a model this queue trained, of the same family, dominates (at least as good on
+    both kNN and the linear probe): (retired, by, the numbers)."""
+    from xmoco_zoo.zoo import index_rows
+
+    rows = index_rows(hub)
+    ours = [r for r in rows if published(hub / r.model)]
+    out = []
+    for old in rows:
+        if old in ours or "knn" not in old.top1 or "linear" not in old.top1:
+            continue
+        for new in ours:
+            if new.family == old.family and all(
+                new.top1.get(p, -1.0) >= old.top1[p] for p in ("knn", "linear")
+            ):
+                numbers = (
+                    f"kNN {new.top1['knn']:.2f} against {old.top1['knn']:.2f}, "
+                    f"linear {new.top1['linear']:.2f} against {old.top1['linear']:.2f}"
+                )
+                out.append((old.model, new.model, numbers))
+                break
+    return out
+
+
+def retire(hub: Path) -> list[tuple[str, str, str]]:
+    """Remove from ``hub`` (a git working tree's) every dominated model, regenerate the index and commit each
+    removal with its reason; the index stays honest."""
+    done = dominated(hub)
+    repo = hub.parent
+    for old, new, numbers in done:
+        subprocess.run(["git", "rm", "-r", "-q", "--", f"hub/{old}"], cwd=repo, check=True)
+        subprocess.run(["xmoco-zoo", "list", "--write"], cwd=repo, check=True, stdout=subprocess.DEVNULL)
+        paths = [f"hub/{old}", *INDEX]
+        subprocess.run(["git", "add", "--", *INDEX], cwd=repo, check=True)
+        message = f"Retire {old}: {new} of the same family dominates it ({numbers})"
+        subprocess.run(["git", "commit", "-q", "-m", message, "--", *paths], cwd=repo, check=True)
+        print(message, flush=True)
+    return done
+
+
 def run_model(model: ZooModel) -> Path:
     """Train (resuming a cut run), publish and deliver ``model``."""
     out_dir = RUNS_DIR / model.name
@@ -215,7 +256,7 @@ def run_model(model: ZooModel) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=["list", "run", "published"])
+    ap.add_argument("command", choices=["list", "run", "published", "retire"])
     ap.add_argument("name", nargs="?", help="published: the model folder's name")
     ap.add_argument("--only", default=None, help="a regular expression on model names")
     args = ap.parse_args(argv)
@@ -223,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.name:
             ap.error("published needs a model name")
         return 0 if published(HUB_OUT / args.name) else 1
+    if args.command == "retire":
+        retire(HUB_OUT)
+        return 0
     models = [m for m in (zoo() if ZOO is None else ZOO) if not args.only or re.search(args.only, m.name)]
     if not models and args.command != "published":
         print(

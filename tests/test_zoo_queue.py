@@ -14,6 +14,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import zoo_queue  # noqa: E402
 
+from xmoco_zoo.zoo import BEGIN, END  # noqa: E402
+
 
 def _git(repo, *args):
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
@@ -24,7 +26,7 @@ def checkout(tmp_path, monkeypatch):
     """A committed checkout with the index files, standing in for the pinned worktree."""
     repo = tmp_path / "wt"
     (repo / "hub").mkdir(parents=True)
-    (repo / "README.md").write_text("models: none\n")
+    (repo / "README.md").write_text(f"models:\n{BEGIN}\n{END}\n")
     (repo / "hub" / "results.csv").write_text("model,knn\n")
     _git(repo, "init", "-q")
     _git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "add", ".")
@@ -67,7 +69,7 @@ def test_delivery_from_a_pinned_checkout_moves_the_folder_and_leaves_the_checkou
     monkeypatch.setattr(zoo_queue, "HUB_OUT", out)
     model = zoo_queue.ZooModel("mocov2-x", "MoCo v2", "recipes/configs/mocov2_fmnist.yaml")
     _publish_into(checkout / "hub" / model.name)
-    (checkout / "README.md").write_text("models: mocov2-x\n")  # what `xmoco-zoo list --write` does
+    (checkout / "README.md").write_text("models: mocov2-x\n")  # as `xmoco-zoo list --write` rewrites it
     dst = zoo_queue.deliver(model)
     assert dst == out / model.name and zoo_queue.published(dst)
     assert not (checkout / "hub" / model.name).exists()
@@ -181,3 +183,43 @@ def test_the_zoo_is_derived_from_the_recipe_search_and_the_comparison(tmp_path, 
 
 def test_merge_lets_the_later_overrides_win():
     assert zoo_queue.merge(["a=1", "b=2"], ["b=3", "c=4"]) == ["a=1", "b=3", "c=4"]
+
+
+def test_a_dominated_model_is_retired_with_its_reason(checkout, monkeypatch):
+    """A model the queue trained retires an older one of its family that it matches or beats on kNN and linear,
+    and only that one; the index is rewritten in the same commit."""
+    from .test_zoo import make_model
+
+    hub = checkout / "hub"
+    monkeypatch.setattr(zoo_queue, "HUB_OUT", hub)
+
+    def trained_by_queue(folder):
+        cfg = json.loads((folder / "config.json").read_text())
+        cfg["xmoco_zoo"]["training"]["command"] = f"pretrain train.output_dir=runs/zoo/{folder.name}"
+        (folder / "config.json").write_text(json.dumps(cfg))
+
+    make_model(hub / "old-mocov2", "mocov2", {"knn": 60.0, "linear": 70.0}, minutes=1.0)
+    make_model(hub / "old-mocov2-better-linear", "mocov2", {"knn": 61.0, "linear": 75.0}, minutes=1.0)
+    make_model(hub / "old-co2", "co2", {"knn": 50.0, "linear": 60.0}, minutes=1.0)
+    make_model(
+        hub / "new-mocov2",
+        "mocov2",
+        {"knn": 66.0, "linear": 72.0, "finetune": 80.0, "semisup_10pct": 75.0},
+        minutes=2.0,
+    )
+    trained_by_queue(hub / "new-mocov2")
+    _git(checkout, "add", ".")
+    _git(checkout, "commit", "-qm", "models")
+    assert zoo_queue.dominated(hub) == [
+        ("old-mocov2", "new-mocov2", "kNN 66.00 against 60.00, linear 72.00 against 70.00")
+    ]
+    zoo_queue.retire(hub)
+    assert not (hub / "old-mocov2").exists() and (hub / "old-mocov2-better-linear").is_dir()
+    assert (hub / "old-co2").is_dir(), "another family's model is not compared"
+    assert _git(checkout, "status", "--porcelain") == ""
+    log = _git(checkout, "log", "-1", "--format=%s").strip()
+    assert (
+        log == "Retire old-mocov2: new-mocov2 of the same family dominates it (kNN 66.00 against 60.00, "
+        "linear 72.00 against 70.00)"
+    )
+    assert "old-mocov2," not in (hub / "results.csv").read_text()
