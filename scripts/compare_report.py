@@ -141,6 +141,16 @@ def _gap(cell: str, base: str, cells: dict[str, list[dict]], key: str) -> tuple[
     return d, spread, word
 
 
+def _against(gap: tuple[float, float, str]) -> str:
+    """'beats it by 1.20 kNN points', 'loses to it by 0.80 kNN points', 'ties with it (-0.37 kNN points)'."""
+    d, _, word = gap
+    return (
+        f"ties with it ({d:+.2f} kNN points)"
+        if word == "ties with"
+        else f"{word} it by {abs(d):.2f} kNN points"
+    )
+
+
 def sentences(records: list[dict], bases: dict[str, list[str]]) -> str:
     """One plain sentence per method (``TITLES``): at equal epochs, does it beat its own base beyond the seeds'
     spread, and by how much (kNN, then the linear probe); at equal training time, against the best MoCo v2 in
@@ -172,7 +182,7 @@ def sentences(records: list[dict], bases: dict[str, list[str]]) -> str:
         )  # the best MoCo v2, if not its base
         other = _gap(cell, best, cells, "knn") if best else None
         if other is not None:  # a base that is not the best MoCo v2: say how it fares against that one too
-            text += f"; against the best MoCo v2 (`{best}`) it {other[2]} it by {other[0]:+.2f} kNN points"
+            text += f"; against the best MoCo v2 (`{best}`) it {_against(other)}"
         timed = next((c for c in cells if c.startswith(f"{cell}@")), None)
         if timed and bases.get(timed):
             t = _gap(timed, bases[timed][0], cells, "knn")
@@ -180,7 +190,7 @@ def sentences(records: list[dict], bases: dict[str, list[str]]) -> str:
                 epochs = timed.split("@", 1)[1]
                 text += (
                     f"; in the same training minutes ({epochs} against `{bases[timed][0]}`'s 6 epochs) it "
-                    f"{t[2]} it by {t[0]:+.2f} kNN points"
+                    f"{_against(t)}"
                 )
         lines.append(text + ".")
     return "\n".join(lines)

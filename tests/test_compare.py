@@ -213,11 +213,11 @@ def test_one_sentence_per_method_from_the_records():
     assert co2 == (
         "- **CO2** beats its base (`mocov2_tuned`) at equal epochs: kNN +1.30 points (beyond the seeds' spread of "
         "0.20), linear probe +0.00 (within 0.20); it reaches the papers' 1-point goal; in the same training "
-        "minutes (5ep against `mocov2_tuned`'s 6 epochs) it loses to it by -1.10 kNN points."
+        "minutes (5ep against `mocov2_tuned`'s 6 epochs) it loses to it by 1.10 kNN points."
     )
     assert (
         xmoco.startswith("- **XMoCo** beats its base (`mocov2`)")
         and "it reaches the papers' 1-point goal" in xmoco
     )
-    assert xmoco.endswith("; against the best MoCo v2 (`mocov2_tuned`) it ties with it by -0.03 kNN points.")
+    assert xmoco.endswith("; against the best MoCo v2 (`mocov2_tuned`) it ties with it (-0.03 kNN points).")
     assert v3 == "- **MoCo v3**: not measured yet (2 of 3 seeds; its base `mocov2_tuned`: 3)."
