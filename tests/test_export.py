@@ -44,6 +44,10 @@ def run(tmp_path_factory):
     return out
 
 
+def _training(folder: Path) -> dict:
+    return json.loads((folder / "config.json").read_text())["xmoco_zoo"]["training"]
+
+
 def _backbone_of(ckpt: Path, **kwargs) -> torch.nn.Module:
     state = load_file(str(ckpt / "model.safetensors"))
     ref = timm.create_model("test_resnet", num_classes=0, **kwargs)
@@ -104,9 +108,13 @@ def test_card_front_matter_parses_back_and_reports_only_stored_results(run):
     for section in ("## Model Details", "## Usage", "## Evaluation", "## Training", "## Citation"):
         assert section in card.text
     assert "Kaiming" in card.text and "features_only=True" in card.text and "num_classes=10" in card.text
-    # Every percentage on the card is a stored result or one of its baselines: nothing else.
+    # Every percentage on the card is a stored result or one of its baselines, or (in Training) the kNN monitor
+    # the training recorded in config.json: nothing else.
     stored = {f"{v:.2f}" for r in results for v in [r.value, *r.baselines.values()]}
-    assert set(re.findall(r"(\d+\.\d\d)%", card.text)) <= stored
+    monitor = {f"{t:.2f}" for _, t in _training(folder)["knn_curve"]}
+    evaluation, training = card.text.split("## Training", 1)
+    assert set(re.findall(r"(\d+\.\d\d)%", evaluation)) <= stored
+    assert set(re.findall(r"(\d+\.\d\d)%", training)) <= stored | monitor
 
 
 def test_card_without_results_says_not_evaluated(run, tmp_path):
@@ -116,7 +124,11 @@ def test_card_without_results_says_not_evaluated(run, tmp_path):
         p.unlink()
     card = ModelCard.load(write_model_card(folder))
     assert "Not evaluated" in card.text and card.data.eval_results is None
-    assert not re.search(r"\d+\.\d\d%", card.text)
+    evaluation, training = card.text.split("## Training", 1)
+    assert not re.search(r"\d+\.\d\d%", evaluation)
+    # the Training section's percentages are the monitor the training recorded, nothing else
+    monitor = {f"{t:.2f}" for _, t in _training(folder)["knn_curve"]}
+    assert monitor and set(re.findall(r"(\d+\.\d\d)%", training)) <= monitor
 
 
 def test_card_usage_code_runs_as_written(run):
