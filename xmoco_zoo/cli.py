@@ -159,9 +159,8 @@ def _plot(args: argparse.Namespace) -> int:
             f"wrote {out}: {len(drawn)} model(s)"
             + (f"; no training minutes: {', '.join(skipped)}" if skipped else "")
         )
-        if (
-            args.reference
-        ):  # the time-to-accuracy claim, point by point (kNN, the same protocol on both sides)
+        # the time-to-accuracy claim, point by point (kNN, the same protocol on both sides)
+        if args.reference:
             from .zoo import compare_with_reference, index_rows, read_reference_curve
 
             rows = index_rows(args.hub_dir)

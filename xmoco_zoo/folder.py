@@ -11,9 +11,8 @@ from .errors import UserError
 META_KEY = "xmoco_zoo"  # config.json's key for what xmoco-zoo records (method, training, results' sources)
 CARD = "README.md"
 TRAINING_CONFIG = "training_config.yaml"
-TRAINING_CURVES = (
-    "training_curves.png"  # optional: the training run's curves (`xmoco-zoo plot curves`), on the card
-)
+# optional: the training run's curves (`xmoco-zoo plot curves`), shown on the card
+TRAINING_CURVES = "training_curves.png"
 
 
 class CardError(UserError, ValueError):

@@ -220,9 +220,8 @@ def plot_zoo(
                 continue
             x, y, _ = zip(*pts)
             ax.plot(x, y, marker="o", ms=5, lw=1.2, color=f"C{i}", label=family)
-            if (
-                protocol == "knn"
-            ):  # each model's kNN monitor during its training, thin, in its family's colour
+            # each model's kNN monitor during its training, thin, in its family's colour
+            if protocol == "knn":
                 for r in timed:
                     if r.family == family and r.knn_curve:
                         cx, cy = zip(*r.knn_curve)

@@ -16,6 +16,12 @@ MAIN=$(cd "$(dirname "$0")/../.." && pwd)
 WT=${XMOCO_WORKTREE:-$(dirname "$MAIN")/wt-runs}
 mkdir -p "$MAIN/runs"
 
+kill_tree() {  # a process and all its descendants, children first
+  local child
+  for child in $(pgrep -P "$1" || true); do kill_tree "$child"; done
+  kill "$1" 2>/dev/null || true
+}
+
 case "${1:-}" in
   start)
     which=${2:?compare, recipe, lightly, zoo or all}
@@ -50,8 +56,9 @@ case "${1:-}" in
     pkill -f "scripts/dev/lightly_curve.sh" || true
     pkill -f "scripts/(compare_methods|recipe_search|zoo_queue).py run" || true
     pkill -f "vs_lightly.py --mode curve" || true
-    pkill -f "publish_fmnist.sh runs/zoo/" || true
-    pkill -f "output_dir=runs/(compare|recipe|zoo|eval)/" || true
+    # a zoo model's publishing: its evaluations are the script's children (a hand-run evaluation is left alone)
+    for pid in $(pgrep -f "publish_fmnist.sh runs/zoo/" || true); do kill_tree "$pid"; done
+    pkill -f "output_dir=runs/(compare|recipe|zoo)/" || true
     ;;
   commit-records)
     cd "$MAIN"
