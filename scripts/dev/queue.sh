@@ -80,6 +80,16 @@ PY
 )
           # shellcheck disable=SC2086
           git add -- $new && git commit -q -m "Record $msg" -- $new && echo "$(date +%T) committed $msg"
+          # the queue's page, rewritten from the records (table, verdicts, charts)
+          case "$d" in
+            *methods_fmnist*) report="scripts/compare_methods.py"
+              pages="docs/results/methods_fmnist.md docs/images/methods_fmnist_seeds.png docs/images/amcl_forms_fmnist.png" ;;
+            *) report="scripts/recipe_search.py"; pages="docs/results/recipe_search.md" ;;
+          esac
+          # shellcheck disable=SC2086
+          if python3 "$report" report >/dev/null 2>&1 && [ -n "$(git status --porcelain -- $pages)" ]; then
+            git add -- $pages && git commit -q -m "Results page after $msg" -- $pages && echo "$(date +%T) page updated"
+          fi
         fi
       done
       # the peer library's reference curve, once finished
