@@ -56,4 +56,4 @@ PY
 # the training run's curves go on the card (re-rendered last, with every result)
 xmoco-zoo plot curves "$RUN" --out "$OUT/training_curves.png"
 xmoco-zoo card "$OUT" --repo-id "$ORG/$NAME"
-xmoco-zoo list --write   # hub/results.csv and the README's model table
+xmoco-zoo list --write   # hub/results.csv, the README's model table and docs/models.md's sections

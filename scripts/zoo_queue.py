@@ -43,7 +43,7 @@ HUB_OUT = Path(os.environ.get("XMOCO_HUB_OUT", ROOT / "hub"))
 RUNS_DIR = ROOT / "runs" / "zoo"
 # The protocols every published card reports (results/<protocol>_*.json, written by publish_fmnist.sh).
 PROTOCOLS = ("knn", "linear", "finetune", "semisup")
-INDEX = ("README.md", "hub/results.csv")  # what `xmoco-zoo list --write` rewrites
+INDEX = ("README.md", "hub/results.csv", "docs/models.md")  # what `xmoco-zoo list --write` rewrites
 
 
 @dataclass

@@ -13,6 +13,7 @@ import pytest
 import timm
 import torch
 
+from xmoco_zoo.errors import InputNotFoundError
 from xmoco_zoo.experiment import load_config
 from xmoco_zoo.export import export_model
 from xmoco_zoo.plots import PlotError, plot_zoo
@@ -21,6 +22,9 @@ from xmoco_zoo.zoo import (
     BEGIN,
     CSV_COLUMNS,
     END,
+    MODELS_PAGE,
+    SECTIONS_BEGIN,
+    SECTIONS_END,
     ReferenceCurve,
     ZooError,
     backbone_text,
@@ -29,6 +33,7 @@ from xmoco_zoo.zoo import (
     format_table,
     index_rows,
     markdown_table,
+    model_sections,
     read_reference_curve,
     readme_block,
     results_csv,
@@ -223,6 +228,42 @@ def test_readme_table_and_terminal_table(hub, tmp_path):
         write_index(hub, readme)
 
 
+def test_models_page_sections_from_the_folders_files(hub, tmp_path):
+    page = tmp_path / "docs" / "models.md"
+    page.parent.mkdir()
+    page.write_text(f"# Published models\n\nprose\n\n{SECTIONS_BEGIN}\nstale text\n{SECTIONS_END}\n\nnotes\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{BEGIN}\n{END}\n")
+    rows, changed = write_index(hub, readme, page)
+    assert changed[-2:] == [readme, page]  # and hub/results.csv, unless an earlier test wrote it
+    assert write_index(hub, readme, page)[1] == []  # written once, unchanged after
+    text = page.read_text()
+    assert text.startswith("# Published models\n\nprose\n") and text.endswith(f"{SECTIONS_END}\n\nnotes\n")
+    block = readme_block(page, (SECTIONS_BEGIN, SECTIONS_END))
+    assert block == model_sections(rows, page.parent) and "stale text" not in block
+    assert [line for line in block.splitlines() if line.startswith("### ")] == [
+        f"### `{r.model}`" for r in rows
+    ]
+    long = block[block.index("### `tiny-mocov2-long`") : block.index("### `tiny-mocov2-short`")]
+    rel = os.path.relpath(hub / "tiny-mocov2-long", page.parent)
+    assert f"[`hub/tiny-mocov2-long`]({rel}) ([model card]({rel}/README.md))" in long
+    assert "test_resnet, half width" in long and "2 epochs, 3.0 min of training" in long
+    # every protocol measured, beside the baselines its results files hold, the floor first
+    assert "| kNN | **65.00** | raw pixels 50.00, random init 40.00 |" in long
+    assert "| 10 % labels | **75.50** |" in long
+    assert "Pretrained at commit `abc123` with\n\n```bash\npretrain\n```" in long
+    assert "40.00 (0.0 min), 55.00 (1.0 min), 64.00 (3.0 min)" in long
+    old = block[block.index("### `tiny-co2-old`") : block.index("### `tiny-mocov2-long`")]
+    assert "| kNN | **62.00** |" in old and "| linear |" not in old and "kNN monitor" not in old
+    assert model_sections([], page.parent) == "No published models (hub/ is empty)."
+
+    page.write_text("# no markers\n")
+    with pytest.raises(ZooError, match="model sections: begin"):
+        write_index(hub, readme, page)
+    with pytest.raises(InputNotFoundError, match="--no-models-page"):
+        write_index(hub, readme, tmp_path / "missing.md")
+
+
 def test_list_cli_prints_writes_and_keeps_json(hub, tmp_path):
     proc = run_cli("list", "--hub-dir", str(hub))
     assert proc.stdout.splitlines()[0].split()[:3] == ["model", "family", "backbone"]
@@ -326,6 +367,10 @@ def test_the_committed_index_is_what_the_generator_writes():
     assert rows, "hub/ has no models"
     assert (ROOT / "hub" / "results.csv").read_text() == results_csv(rows), "run `xmoco-zoo list --write`"
     assert readme_block(ROOT / "README.md") == markdown_table(rows, ROOT), "run `xmoco-zoo list --write`"
+    page = ROOT / MODELS_PAGE
+    assert readme_block(page, (SECTIONS_BEGIN, SECTIONS_END)) == model_sections(rows, page.parent), (
+        "run `xmoco-zoo list --write`"
+    )
 
 
 HUB_LIMIT_MB = 120  # issue 15: the published repos stay small enough to clone with the project

@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import zoo_queue  # noqa: E402
 
-from xmoco_zoo.zoo import BEGIN, END  # noqa: E402
+from xmoco_zoo.zoo import BEGIN, END, SECTIONS_BEGIN, SECTIONS_END  # noqa: E402
 
 
 def _git(repo, *args):
@@ -28,6 +28,8 @@ def checkout(tmp_path, monkeypatch):
     (repo / "hub").mkdir(parents=True)
     (repo / "README.md").write_text(f"models:\n{BEGIN}\n{END}\n")
     (repo / "hub" / "results.csv").write_text("model,knn\n")
+    (repo / "docs").mkdir()
+    (repo / "docs" / "models.md").write_text(f"# models\n{SECTIONS_BEGIN}\n{SECTIONS_END}\n")
     _git(repo, "init", "-q")
     _git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "add", ".")
     _git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")

@@ -9,7 +9,7 @@ xmoco-zoo convert moco_v2_800ep_pretrain.pth.tar OUT                 # official 
 xmoco-zoo card OUT [--repo-id ORG/NAME]                              # re-render the model card
 xmoco-zoo push OUT ORG/NAME [--dry-run]                              # token: HF_TOKEN or `hf auth login`
 xmoco-zoo list [--hub-dir hub] [--json]                              # the published models: the zoo's index
-xmoco-zoo list --write [--readme README.md]                          # rewrite hub/results.csv and the README's table
+xmoco-zoo list --write [--readme README.md]                          # rewrite results.csv, README table, models.md
 xmoco-zoo plot curves runs/mocov2_fmnist [--out PNG]                # every logged term, kNN per epoch
 xmoco-zoo plot compare hub/*/ --out comparison.png                   # stored results of several models
 xmoco-zoo plot zoo --out zoo.png [--reference curve.json]            # kNN and linear against training minutes
@@ -129,11 +129,20 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    """The zoo's index (xmoco_zoo/zoo.py); ``--write`` also rewrites hub/results.csv and the README's table."""
-    from .zoo import format_table, index_rows, rows_json, write_index
+    """The zoo's index (xmoco_zoo/zoo.py); ``--write`` also rewrites hub/results.csv, the README's table and the
+    models page's sections."""
+    from pathlib import Path
+
+    from .zoo import MODELS_PAGE, format_table, index_rows, rows_json, write_index
 
     if args.write:
-        rows, changed = write_index(args.hub_dir, None if args.no_readme else args.readme)
+        page = args.models_page
+        if page is None and not args.no_models_page:  # the README's docs/models.md, when it has one
+            page = Path(args.readme).parent / MODELS_PAGE
+            page = page if page.is_file() else None
+        if args.no_readme or args.no_models_page:
+            page = None
+        rows, changed = write_index(args.hub_dir, None if args.no_readme else args.readme, page)
     else:
         rows, changed = index_rows(args.hub_dir), []
     print(json.dumps(rows_json(rows), indent=2) if args.json else format_table(rows))
@@ -292,6 +301,13 @@ def _main(argv: list[str]) -> int:
     )
     ls.add_argument("--readme", default="README.md", help="the README whose model table --write rewrites")
     ls.add_argument("--no-readme", action="store_true", help="with --write: the CSV only")
+    ls.add_argument(
+        "--models-page",
+        default=None,
+        help="the page whose per-model sections --write rewrites (default: docs/models.md beside the README, "
+        "when it exists)",
+    )
+    ls.add_argument("--no-models-page", action="store_true", help="with --write: leave the models page alone")
     pl = sub.add_parser(
         "plot", help="PNG plots: a run's training curves, a comparison of models' results, the zoo's accuracy"
     )

@@ -9,10 +9,13 @@ same rows, so they cannot disagree:
   model, plain columns (:data:`CSV_COLUMNS`), an empty cell for what was not recorded;
 - the README's model table (:func:`markdown_table`), between ``<!-- model table: begin -->`` and
   ``<!-- model table: end -->``, with the baselines stored in the results files as rows of their own;
-- ``xmoco-zoo list`` (:func:`format_table`), the same table in the terminal.
+- ``xmoco-zoo list`` (:func:`format_table`), the same table in the terminal;
+- a section per model in ``docs/models.md`` (:func:`model_sections`), between ``<!-- model sections: begin -->``
+  and ``<!-- model sections: end -->``: its facts, its results beside the baselines measured with them, its
+  pretraining command and commit, its kNN monitor and its training-curves image.
 
     xmoco-zoo list                 # the table
-    xmoco-zoo list --write         # rewrites hub/results.csv and the README's table
+    xmoco-zoo list --write         # rewrites hub/results.csv, the README's table and docs/models.md's sections
 
 Models sort by family, then kNN top-1 (best first). Training minutes (``training.train_minutes``: the epochs'
 wall clock, without start-up, the kNN monitor or checkpoints) and the machine (``training.machine``) are
@@ -47,6 +50,9 @@ from .results import DATASET_NAMES, EvalRecord, read_results
 CSV_NAME = "results.csv"
 BEGIN = "<!-- model table: begin -->"
 END = "<!-- model table: end -->"
+SECTIONS_BEGIN = "<!-- model sections: begin -->"
+SECTIONS_END = "<!-- model sections: end -->"
+MODELS_PAGE = "docs/models.md"  # beside the README: the page whose per-model sections --write rewrites
 # The protocols the index shows, in column order, with their headings.
 PROTOCOLS = {"knn": "kNN", "linear": "linear", "finetune": "fine-tune", "semisup_10pct": "10 % labels"}
 CSV_COLUMNS = (
@@ -98,6 +104,7 @@ class ZooRow:
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
     # the training's kNN monitor: [minutes, top-1] at each evaluation (training.knn_curve; runs from 2026-12-05)
     knn_curve: list[list[float]] = field(default_factory=list)
+    command: str | None = None  # the pretraining command (training.command)
 
     def csv_row(self) -> dict[str, str]:
         d = {
@@ -161,6 +168,7 @@ def model_row(folder: str | Path) -> ZooRow:
         path=str(folder),
         baselines={p: dict(r.baselines) for p, r in chosen.items() if r.baselines},
         knn_curve=[[float(m), float(t)] for m, t in training.get("knn_curve") or []],
+        command=training.get("command"),
     )
 
 
@@ -362,38 +370,112 @@ def format_table(rows: list[ZooRow]) -> str:
     return "\n".join([*lines, "", caption(rows, str(Path(rows[0].path).parent / CSV_NAME))])
 
 
-def readme_block(readme: str | Path) -> str:
-    """What the README holds between the markers (without them and the blank lines around)."""
+def readme_block(readme: str | Path, markers: tuple[str, str] = (BEGIN, END)) -> str:
+    """What the README (or the models page, with its ``markers``) holds between the markers, without them and
+    the blank lines around."""
     text = Path(readme).read_text()
-    start, end = _markers(text, readme)
+    start, end = _markers(text, readme, markers)
     return text[start:end].strip("\n")
 
 
-def _markers(text: str, readme: str | Path) -> tuple[int, int]:
-    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
-        raise ZooError(
-            f"{readme}: the model table must sit between one {BEGIN!r} line and one {END!r} line after it; "
-            "add them around the table under 'Published models'"
+def _markers(text: str, readme: str | Path, markers: tuple[str, str] = (BEGIN, END)) -> tuple[int, int]:
+    begin, end = markers
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        what = (
+            "the model table must sit between one {!r} line and one {!r} line after it; add them around the table "
+            "under 'Published models'"
+            if markers == (BEGIN, END)
+            else "the models' sections must sit between one {!r} line and one {!r} line after it; add them where "
+            "the sections go"
         )
-    return text.index(BEGIN) + len(BEGIN), text.index(END)
+        raise ZooError(f"{readme}: " + what.format(begin, end))
+    return text.index(begin) + len(begin), text.index(end)
 
 
-def update_readme(readme: str | Path, table: str) -> bool:
-    """Put ``table`` between the README's markers; True when that changed the file."""
+def update_readme(readme: str | Path, table: str, markers: tuple[str, str] = (BEGIN, END)) -> bool:
+    """Put ``table`` between the README's (or the models page's) markers; True when that changed the file."""
     readme = Path(readme)
     text = readme.read_text()
-    start, end = _markers(text, readme)
+    start, end = _markers(text, readme, markers)
     new = f"{text[:start]}\n{table}\n{text[end:]}"
     if new != text:
         readme.write_text(new)
     return new != text
 
 
+_BASELINE_SHORT = (
+    ("raw pixels", "raw pixels"),
+    ("random init", "random init"),
+    ("from scratch", "from scratch"),
+)
+
+
+def _baseline_text(named: dict[str, float]) -> str:
+    """``{"raw pixels, L2-normalised (the floor)": 78.85, "same architecture (r), random init (seed 0)": 65.05}``
+    -> ``"raw pixels 78.85, random init 65.05"`` (the raw-pixel floor first)."""
+    parts = []
+    for name, value in sorted(named.items(), key=lambda kv: not kv[0].lower().startswith("raw pixels")):
+        short = next((s for key, s in _BASELINE_SHORT if key in name.lower()), name)
+        parts.append(f"{short} {value:.2f}")
+    return ", ".join(parts) or NONE
+
+
+def model_sections(rows: list[ZooRow], page_dir: str | Path) -> str:
+    """``docs/models.md``'s sections, one per model (links relative to ``page_dir``): what it is, its results
+    beside the baselines its results files hold, the command and commit that trained it, its kNN monitor and
+    its training-curves image (``training_curves.png`` in its folder, when there is one)."""
+    page_dir = Path(page_dir)
+    if not rows:
+        return "No published models (hub/ is empty)."
+    out = []
+    for r in rows:
+        folder = Path(os.path.relpath(r.path, page_dir)).as_posix()
+        shown = f"{Path(r.path).parent.name}/{r.model}"  # hub/NAME
+        trained = f"{r.epochs} epochs" if r.epochs is not None else "epochs not recorded"
+        if r.train_minutes is not None:
+            trained += f", {r.train_minutes:.1f} min of training" + (f" on {r.machine}" if r.machine else "")
+        facts = [
+            f"[`{shown}`]({folder}) ([model card]({folder}/README.md))",
+            r.family,
+            f"{r.backbone} ({r.param_count:.2f}M params)",
+            f"input {r.input_size}",
+            f"{DATASET_NAMES.get(r.data, r.data)}, {trained}",
+        ]
+        lines = [f"### `{r.model}`", "", " · ".join(facts) + ".", ""]
+        if r.top1:
+            lines += [
+                f"Top-1 % on {eval_text(r.eval) if r.eval else 'its evaluation set'} (the protocols are spelt "
+                "out in the card and in `results/*.json`):",
+                "",
+                "| protocol | top-1 | baselines, same protocol and run |",
+                "|---|---|---|",
+            ]
+            lines += [
+                f"| {label} | **{r.top1[p]:.2f}** | {_baseline_text(r.baselines.get(p, {}))} |"
+                for p, label in PROTOCOLS.items()
+                if p in r.top1
+            ]
+            lines.append("")
+        if r.command:
+            short = (r.commit or "").split("+")[0][:12] + ("+dirty" if "+dirty" in (r.commit or "") else "")
+            commit = f" at commit `{short}`" if r.commit else ""
+            lines += [f"Pretrained{commit} with", "", "```bash", r.command, "```", ""]
+        if r.knn_curve:
+            points = ", ".join(f"{t:.2f} ({m:.1f} min)" for m, t in r.knn_curve)
+            lines += [f"kNN monitor during training (top-1, at its training minutes): {points}.", ""]
+        if (Path(r.path) / "training_curves.png").is_file():
+            lines += [f"![{r.model}: training curves]({folder}/training_curves.png)", ""]
+        out.append("\n".join(lines).rstrip("\n"))
+    return "\n\n".join(out)
+
+
 def write_index(
-    hub_dir: str | Path = "hub", readme: str | Path | None = "README.md"
+    hub_dir: str | Path = "hub",
+    readme: str | Path | None = "README.md",
+    models_page: str | Path | None = None,
 ) -> tuple[list[ZooRow], list[Path]]:
-    """Write ``hub_dir/results.csv`` and (unless ``readme`` is None) the README's model table; returns the rows
-    and the files that changed."""
+    """Write ``hub_dir/results.csv``, (unless ``readme`` is None) the README's model table and (when
+    ``models_page`` is given) that page's per-model sections; returns the rows and the files that changed."""
     hub_dir = Path(hub_dir)
     if not hub_dir.is_dir():
         raise InputNotFoundError(
@@ -413,6 +495,12 @@ def write_index(
             )
         if update_readme(readme, markdown_table(rows, Path(readme).parent)):
             changed.append(Path(readme))
+    if models_page is not None:
+        if not Path(models_page).is_file():
+            raise InputNotFoundError(f"{models_page}: no such file; pass --models-page, or --no-models-page")
+        sections = model_sections(rows, Path(models_page).parent)
+        if update_readme(models_page, sections, (SECTIONS_BEGIN, SECTIONS_END)):
+            changed.append(Path(models_page))
     return rows, changed
 
 

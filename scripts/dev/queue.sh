@@ -101,8 +101,9 @@ PY
         case "$name" in .tmp-*|results.csv|"") continue ;; esac
         python3 scripts/zoo_queue.py published "$name" || continue
         xmoco-zoo list --write >/dev/null
-        git add -A -- "hub/$name" hub/results.csv README.md
-        git commit -q -m "Publish $name" -- "hub/$name" hub/results.csv README.md && echo "$(date +%T) published $name"
+        git add -A -- "hub/$name" hub/results.csv README.md docs/models.md
+        git commit -q -m "Publish $name" -- "hub/$name" hub/results.csv README.md docs/models.md &&
+          echo "$(date +%T) published $name"
         python3 scripts/zoo_queue.py retire || true   # the models it dominates leave hub/ (each commit says why)
       done
       sleep 120
