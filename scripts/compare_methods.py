@@ -225,6 +225,13 @@ def cost_path() -> Path:
     return OUT / "cell_cost.json"
 
 
+# A cell that costs what another measured cell costs: only the temperature differs, and it does not change a step.
+COST_TWIN = {"mocov2_sym_tuned": "mocov2_sym"}
+# The symmetric loss's equal-time cell is run at the tuned temperature once that cell exists (XMoCo's own base,
+# and the symmetric MoCo v2 worth timing: at T 0.2 it ties with MoCo v2 even at equal epochs).
+SUPERSEDED = {"mocov2_sym": "mocov2_sym_tuned"}
+
+
 def time_cells(reported: dict[str, tuple[str, list[str]]]) -> dict[str, tuple[str, list[str]]]:
     """The second budget, equal training wall-clock: each cell whose step costs r times MoCo v2's, retrained for
     round(6 / r) epochs (cell ``<cell>@<E>ep``), once ``cost_path()`` exists. A cell whose equal-time epochs are
@@ -235,7 +242,9 @@ def time_cells(reported: dict[str, tuple[str, list[str]]]) -> dict[str, tuple[st
     epochs = json.loads(cost_path().read_text())["equal_time_epochs"]
     out = {}
     for cell, (config, overrides) in reported.items():
-        e = epochs.get(cell)
+        if SUPERSEDED.get(cell) in reported:
+            continue
+        e = epochs.get(cell, epochs.get(COST_TWIN.get(cell, "")))
         if e is not None and e != REFERENCE_EPOCHS and not learned_nothing(cell):
             out[f"{cell}@{e}ep"] = (config, [*overrides, f"train.epochs={e}"])
     return out

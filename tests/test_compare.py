@@ -198,6 +198,26 @@ def test_the_measured_step_costs_add_the_equal_time_cells(tmp_path, monkeypatch)
         assert len(timed) == (0 if seed == compare_methods.SEEDS[-1] else 3)
 
 
+def test_the_symmetric_loss_is_timed_at_the_tuned_temperature_once_that_cell_exists(tmp_path, monkeypatch):
+    """mocov2_sym_tuned costs what mocov2_sym costs (only T differs) and takes its equal-time cell."""
+    monkeypatch.setattr(compare_methods, "OUT", tmp_path)
+    (tmp_path / "cell_cost.json").write_text(
+        json.dumps({"equal_time_epochs": {"mocov2": 6, "mocov2_sym": 3}})
+    )
+    reported = {
+        "mocov2_sym": ("MOCOV2", ["method.symmetric=true"]),
+        "mocov2_sym_tuned": ("MOCOV2", ["method.symmetric=true", "method.temperature=0.05"]),
+    }
+    cells = compare_methods.time_cells(reported)
+    assert list(cells) == ["mocov2_sym_tuned@3ep"]
+    assert cells["mocov2_sym_tuned@3ep"][1] == [
+        "method.symmetric=true",
+        "method.temperature=0.05",
+        "train.epochs=3",
+    ]
+    assert list(compare_methods.time_cells({"mocov2_sym": reported["mocov2_sym"]})) == ["mocov2_sym@3ep"]
+
+
 def test_one_sentence_per_method_from_the_records():
     records = (
         _cell("mocov2_tuned", [79.0, 79.4, 79.2], [83.0, 83.2, 83.4])
