@@ -17,8 +17,9 @@ the budgets need.
 
 Stage 2, once stage 1 is done: ``combined``, every change of stage 1 that beat the base by more than ``MARGIN``
 (per axis, its best value), at 6 epochs; then each architecture with the better of base and combined at
-``BUDGETS[0]`` minutes of training (its epochs from its stage-1 minutes per epoch), and the architecture that wins
-there at every other budget. The report's table is budget -> kNN / linear (held out), with each run's command.
+``BUDGETS[0]`` minutes of training (its epochs from its stage-1 minutes per epoch), with ``LONG_CHECK`` (the crop
+that longer trainings need) re-checked there on the base architecture, and the architecture that wins there at
+every other budget (with the re-checked crop when it won). The report's table is budget -> kNN / linear (held out), with each run's command.
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ RECIPE_AXES: list[tuple[str, str, list[str]]] = [
     ("erase", "erase p0.5", ["aug.erase_p=0.5"]),
     ("queue", "queue 16384", ["method.queue_size=16384"]),
 ]
+# A stronger crop pays off only in longer trainings (MoCo's and SimCLR's 0.08-1 are set for hundreds of epochs),
+# so a 6-epoch probe can reject what a 90-minute run needs: the first budget re-checks it on the base architecture,
+# and it joins the longer budgets' recipe when it beats that architecture's run there by MARGIN.
+LONG_CHECK: tuple[str, list[str]] = ("crop 0.08-1", ["aug.crop_scale=[0.08,1.0]"])
 # The architectures: the base's half-width resnet10t at 28 px, and what costs more per epoch.
 FULL = "model.kwargs.channels=[64,128,256,512]"
 ARCHITECTURES: dict[str, list[str]] = {
@@ -167,10 +172,27 @@ def per_epoch(rec: dict | None, run_id: str = "") -> float:
     return rec["train_minutes"] / rec["epochs"]
 
 
-def budget_runs(runs: list[Run], chosen: Run, archs: list[str], budgets: tuple[int, ...]) -> list[Run]:
-    """Each architecture with the chosen recipe at each budget: its epochs from the minutes per epoch measured in
-    stage 1 (the chosen recipe's, scaled by the architecture's cost over the base's)."""
+def with_change(overrides: list[str], change: list[str]) -> list[str]:
+    """``overrides`` with ``change`` on top (a key of ``change`` replaces the same key in ``overrides``)."""
+    keys = {o.split("=", 1)[0] for o in change}
+    return [*(o for o in overrides if o.split("=", 1)[0] not in keys), *change]
+
+
+def budget_runs(
+    runs: list[Run],
+    chosen: Run,
+    archs: list[str],
+    budgets: tuple[int, ...],
+    change: tuple[str, list[str]] | None = None,
+    suffix: str = "",
+) -> list[Run]:
+    """Each architecture with the chosen recipe (and ``change``: a label and overrides that do not change a
+    step's cost) at each budget: its epochs from the minutes per epoch measured in stage 1 (the chosen recipe's,
+    scaled by the architecture's cost over the base's)."""
     base = per_epoch(load(runs[0]), runs[0].id)
+    overrides, setting = recipe(chosen), chosen.setting
+    if change is not None:
+        overrides, setting = with_change(overrides, change[1]), f"{setting} + {change[0]}"
     out = []
     for arch in archs:
         arch_run = next((r for r in runs if r.cell == "arch" and r.setting == arch), runs[0])
@@ -180,9 +202,19 @@ def budget_runs(runs: list[Run], chosen: Run, archs: list[str], budgets: tuple[i
             # the kNN monitor about 5 times a run (and at its end): the minutes count the epochs alone, but
             # after every epoch it would add ~20 % of the wall clock at 28 px
             monitor = [f"knn.every={max(1, epochs // 5)}"]
-            out.append(_val(f"b{b}-{arch}", f"budget {b}", [*recipe(chosen), *ARCHITECTURES[arch], *monitor],
-                            f"{arch}, {chosen.setting}, {epochs} epochs", epochs))  # fmt: skip
+            out.append(_val(f"b{b}-{arch}{suffix}", f"budget {b}", [*overrides, *ARCHITECTURES[arch], *monitor],
+                            f"{arch}, {setting}, {epochs} epochs", epochs))  # fmt: skip
     return out
+
+
+def long_check(runs: list[Run], chosen: Run) -> Run | None:
+    """The first budget's re-check of ``LONG_CHECK`` on the base architecture; None when the chosen recipe has
+    it already."""
+    label, change = LONG_CHECK
+    if set(change) <= set(recipe(chosen)):
+        return None
+    arch = next(iter(ARCHITECTURES))
+    return budget_runs(runs, chosen, [arch], BUDGETS[:1], LONG_CHECK, f"-{slug(label)}")[0]
 
 
 def stage2(runs: list[Run]) -> list[Run]:
@@ -197,11 +229,15 @@ def stage2(runs: list[Run]) -> list[Run]:
     base, combo_rec = load(runs[0]), load(combo)
     chosen = combo if combo_rec is not None and combo_rec["knn"] > base["knn"] else runs[0]
     first = budget_runs(runs, chosen, list(ARCHITECTURES), BUDGETS[:1])
-    out = [combo, *first]
+    check = long_check(runs, chosen)
+    out = [combo, *first, *([check] if check else [])]
     scored = [(rec["knn"], r) for r in first if (rec := load(r)) is not None]
-    if done(first) and scored:
+    if done(out) and scored:
         winner = max(scored, key=lambda t: t[0])[1]
-        out += budget_runs(runs, chosen, [winner.id.split("-", 1)[1]], BUDGETS[1:])
+        # the re-checked change joins the longer budgets when it beat its architecture's run by the margin
+        plain, checked = load(first[0]), load(check) if check else None
+        change = LONG_CHECK if checked and plain and checked["knn"] > plain["knn"] + MARGIN else None
+        out += budget_runs(runs, chosen, [winner.id.split("-", 1)[1]], BUDGETS[1:], change)
     return out
 
 

@@ -60,21 +60,50 @@ def test_stage_two_combines_the_winning_changes_and_sizes_the_budgets_by_measure
     _fake(combo, 83.0, 2.0)
     first = recipe_search.queue()[len(stage1) + 1 :]
     # the combination costs 2 min an epoch at half width; the others scale by their cost over the base's (1 min)
-    assert {r.id: r.overrides[-1] for r in first} == {
+    assert {r.id: r.overrides[-1] for r in first[:-1]} == {
         "b30-resnet10t-half-28": "train.epochs=15",
         "b30-resnet10t-28": "train.epochs=5",
         "b30-resnet18-28": "train.epochs=2",
         "b30-resnet10t-half-56": "train.epochs=3",
     }
+    first, check = first[:-1], first[-1]
     for r in first:
         assert "method.queue_size=16384" in r.overrides
         assert [o for o in r.overrides if o.startswith("method.temperature")] == ["method.temperature=0.03"]
+    # ... and the base architecture with the chosen recipe's crop replaced by the long trainings' one
+    assert check.id == "b30-resnet10t-half-28-crop_0.08_1" and check.overrides[-1] == "train.epochs=15"
+    assert "aug.crop_scale=[0.08,1.0]" in check.overrides and "method.queue_size=16384" in check.overrides
+    assert check.setting.endswith("T 0.03 + queue 16384 + crop 0.08-1, 15 epochs")
     for r, knn in zip(first, (84.0, 85.0, 83.0, 84.5)):
         _fake(r, knn)
-    rest = recipe_search.queue()[len(stage1) + 5 :]
+    assert recipe_search.queue()[len(stage1) + 5 :] == [check]  # the longer budgets wait for the re-check
+    _fake(
+        check, 84.2
+    )  # not beyond the margin over its architecture's 84.0: the longer budgets keep the recipe
+    rest = recipe_search.queue()[len(stage1) + 6 :]
     assert [r.id for r in rest] == ["b60-resnet10t-28", "b90-resnet10t-28"]
     assert rest[-1].overrides[-1] == "train.epochs=15" and recipe_search.FULL in rest[-1].overrides
+    assert not any(o.startswith("aug.crop_scale") for o in rest[-1].overrides)
     assert "| `b30-resnet10t-28` | budget 30 |" in recipe_search.report()
+    _fake(check, 84.5)  # beyond it: the crop joins them
+    rest = recipe_search.queue()[len(stage1) + 6 :]
+    assert [r.id for r in rest] == ["b60-resnet10t-28", "b90-resnet10t-28"]
+    assert "aug.crop_scale=[0.08,1.0]" in rest[-1].overrides and rest[-1].setting.endswith(
+        "crop 0.08-1, 15 epochs"
+    )
+
+
+def test_no_re_check_when_the_chosen_recipe_has_the_long_trainings_crop(tmp_path, monkeypatch):
+    monkeypatch.setattr(recipe_search, "OUT", tmp_path)
+    stage1 = recipe_search.stage1()
+    for r in stage1:
+        if r.cell != "vit":
+            _fake(r, 82.0 if r.setting == "crop 0.08-1" else 80.0)
+    combo = recipe_search.queue()[len(stage1)]
+    assert "aug.crop_scale=[0.08,1.0]" in combo.overrides
+    _fake(combo, 83.0)
+    first = recipe_search.queue()[len(stage1) + 1 :]
+    assert [r.id for r in first] == [f"b30-{a}" for a in recipe_search.ARCHITECTURES]
 
 
 def test_a_stage_one_record_without_training_minutes_stops_the_budgets_with_the_fix(tmp_path, monkeypatch):
