@@ -62,6 +62,29 @@ case "${1:-}" in
     ;;
   commit-records)
     cd "$MAIN"
+    REF=docs/results/lightly_curve/lightly_mocov2_resnet18_32px.json
+    # the time-to-accuracy plot and its point-by-point comparison with lightly's curve, from hub/ as it stands
+    time_to_accuracy() {
+      [ -f "$REF" ] || return 0
+      local cmd="xmoco-zoo plot zoo --out docs/images/zoo_accuracy_vs_minutes.png --reference $REF"
+      local out
+      out=$($cmd 2>&1) || return 0   # no model with training minutes yet
+      {
+        echo "# Time to accuracy: the zoo against lightly's MoCo v2 on the same machine"
+        echo
+        echo "Written by \`bash scripts/dev/queue.sh commit-records\` after each published model, with"
+        echo "\`$cmd\` (how to read it: [models.md](../models.md#the-index))."
+        echo
+        echo "![accuracy against training minutes](../images/zoo_accuracy_vs_minutes.png)"
+        echo
+        echo '```'
+        echo "$out"
+        echo '```'
+      } > docs/results/time_to_accuracy.md
+      git add -- docs/results/time_to_accuracy.md docs/images/zoo_accuracy_vs_minutes.png
+      git commit -q -m "Time to accuracy against lightly's curve, $(date +%F)" -- \
+        docs/results/time_to_accuracy.md docs/images/zoo_accuracy_vs_minutes.png && echo "$(date +%T) time to accuracy"
+    }
     while true; do
       for d in docs/results/methods_fmnist/runs docs/results/recipe_search/runs; do
         [ -d "$d" ] || continue
@@ -95,6 +118,7 @@ PY
       # the peer library's reference curve, once finished
       if [ -n "$(git status --porcelain --untracked-files=all -- docs/results/lightly_curve)" ]; then
         git add -- docs/results/lightly_curve && git commit -q -m "lightly's MoCo v2 reference curve (scripts/dev/lightly_curve.sh)" -- docs/results/lightly_curve && echo "$(date +%T) committed the lightly curve"
+        time_to_accuracy
       fi
       # models the zoo queue delivered (hub/NAME new or replaced, complete): each with the regenerated index
       for name in $(git status --porcelain --untracked-files=normal -- hub | awk '{print $2}' | cut -d/ -f2 | sort -u); do
@@ -105,6 +129,7 @@ PY
         git commit -q -m "Publish $name" -- "hub/$name" hub/results.csv README.md docs/models.md &&
           echo "$(date +%T) published $name"
         python3 scripts/zoo_queue.py retire || true   # the models it dominates leave hub/ (each commit says why)
+        time_to_accuracy
       done
       sleep 120
     done
