@@ -15,6 +15,10 @@ medians, ratios to MoCo v2. The kNN monitor (the same for every method) and data
 Run it on a quiet machine (no training, no test suite): the ratios decide the equal-time epochs. Written to
 ``docs/results/methods_fmnist/cell_cost.json``, it adds the equal-time cells (``<cell>@<E>ep``, 3 seeds each) to
 the comparison's queue.
+
+``--table FILE`` times other runs than the comparison's cells: a JSON object ``{name: [config, [overrides]]}``,
+with ``--baseline NAME`` the run the ratios are to. The zoo's queue (``scripts/zoo_queue.py``) times its models
+this way, on the architecture and recipe they train with, to size their epochs to its minutes budget.
 """
 
 from __future__ import annotations
@@ -82,12 +86,25 @@ def main(argv=None) -> dict:
         help="with --json and --cells: update only these cells' ratios and equal-time epochs in the existing JSON "
         "(each ratio is to MoCo v2 timed in the same run), keeping the other cells' and noting the update",
     )
+    p.add_argument(
+        "--table", help="a JSON file {name: [config, [overrides]]} of runs to time instead of the cells"
+    )
+    p.add_argument("--baseline", default=BASELINE, help="the run the ratios are to (default: mocov2)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    table = cells()
+    table = (
+        {k: (c, list(o)) for k, (c, o) in json.loads(Path(args.table).read_text()).items()}
+        if args.table
+        else cells()
+    )
+    baseline = args.baseline
+    if baseline not in table:
+        raise SystemExit(
+            f"cell_cost: the baseline {baseline!r} is not among the runs to time ({', '.join(table)})"
+        )
     names = args.cells or list(table)
-    if BASELINE not in names:
-        names = [BASELINE, *names]
+    if baseline not in names:
+        names = [baseline, *names]
     with tempfile.TemporaryDirectory() as tmp:
         runs = {n: build(*table[n], Path(tmp) / n) for n in names}
 
@@ -99,16 +116,20 @@ def main(argv=None) -> dict:
         med = interleaved_medians(
             {n: (lambda r=r: timed(*r)) for n, r in runs.items()}, args.rounds, args.warmup
         )
-    ratios = {n: med[n] / med[BASELINE] for n in names}
+    ratios = {n: med[n] / med[baseline] for n in names}
+    what = (
+        f"the runs of {args.table}" if args.table else "the comparison's cells (scripts/compare_methods.py)"
+    )
     result = {
         "machine": f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}",
-        "setting": f"the comparison's cells (scripts/compare_methods.py), rounds {args.rounds}",
+        "setting": f"{what}, rounds {args.rounds}",
+        "baseline": baseline,
         "median_step_s": med,
         "ratio_to_mocov2": ratios,
         "equal_time_epochs": {n: max(1, round(REFERENCE_EPOCHS / r)) for n, r in ratios.items()},
     }
     print(f"\n{result['setting']}; {result['machine']}")
-    print(f"{'cell':<22} {'median step (s)':>16} {'/ mocov2':>9} {'epochs in 6 of mocov2':>22}")
+    print(f"{'cell':<22} {'median step (s)':>16} {'/ ' + baseline:>9} {'epochs in 6 of ' + baseline:>22}")
     for n in names:
         print(f"{n:<22} {med[n]:>16.3f} {ratios[n]:>9.3f} {result['equal_time_epochs'][n]:>22d}")
     if args.json:
@@ -118,7 +139,7 @@ def main(argv=None) -> dict:
                 raise SystemExit("--merge updates some cells (--cells) of an existing --json file")
             old = json.loads(path.read_text())
             for n in names:
-                if n != BASELINE:
+                if n != baseline:
                     old["ratio_to_mocov2"][n] = ratios[n]
                     old["equal_time_epochs"][n] = result["equal_time_epochs"][n]
             old.setdefault("updates", []).append(

@@ -19,7 +19,9 @@ working tree itself (no ``XMOCO_HUB_OUT``), it commits each published folder and
 
 The models: each method family's configuration at the choices of the method comparison
 (docs/results/methods_fmnist.md) and the recipe of the recipe search (docs/results/recipe_search.md), sized to
-at most ~90 minutes of training on this machine (the ViT up to ~2 hours).
+at most ~90 minutes of training on this machine (the ViT up to ~2 hours): before the first training, ``run`` times
+each ResNet model's step against the MoCo v2 model's on the setting they train with
+(``docs/results/recipe_search/zoo_cost.json``, from ``benchmarks/cell_cost.py --table``).
 """
 
 from __future__ import annotations
@@ -118,31 +120,105 @@ def recipe_for(family: str, recipe: list[str]) -> list[str]:
     return [o for o in recipe if not o.startswith("method.") or o.split("=", 1)[0] in SHARED_METHOD_KEYS]
 
 
-def resnet_models() -> list[ZooModel]:
-    """One model per family, once the recipe search's BUDGET run and the comparison's cells exist."""
+@dataclass
+class ResnetPlan:
+    """The ResNet models before their length: MoCo v2's minutes per epoch on the chosen recipe and architecture
+    (the 60k train images), each model's config and overrides, and its comparison cell's step-cost ratio."""
+
+    minutes: float
+    models: dict[str, tuple[str, str, list[str]]]  # name -> (family, config, overrides without the length)
+    cell_ratio: dict[str, float]  # name -> its comparison cell's ratio (measured on the comparison's setting)
+
+    def table(self) -> dict[str, list]:
+        """``benchmarks/cell_cost.py --table``'s input: name -> [config, overrides]."""
+        return {name: [config, overrides] for name, (_, config, overrides) in self.models.items()}
+
+    @property
+    def baseline(self) -> str:
+        return next(name for name, (family, _, _) in self.models.items() if family == "mocov2")
+
+
+def resnet_plan() -> ResnetPlan | None:
+    """The ResNet models' plan, once the recipe search's BUDGET run and the comparison's cells exist."""
     import compare_methods
     import recipe_search
 
     chosen = next((r for r in recipe_search.queue() if r.id.startswith(f"b{BUDGET}-")), None)
     rec = recipe_search.load(chosen) if chosen else None
     if chosen is None or rec is None or not compare_methods.cost_path().is_file():
-        return []
+        return None
     arch = chosen.id.split("-", 1)[1]
     minutes = recipe_search.per_epoch(rec, chosen.id) * TRAIN_IMAGES / PROBE_IMAGES  # MoCo v2, this recipe
     ratio = json.loads(compare_methods.cost_path().read_text())["ratio_to_mocov2"]
     recipe = [o for o in chosen.overrides if not o.startswith(("train.epochs=", "knn.every="))]
     reported = compare_methods.cells(compare_methods.probes())
-    out = []
+    models, cell_ratio = {}, {}
     for family, candidates in FAMILIES.items():
         cell = next((c for c in candidates if c in reported), None)
         if cell is None or cell not in ratio:
             continue
         config, overrides = reported[cell]
-        epochs = max(1, int(BUDGET / (minutes * ratio[cell])))
         name = f"{family}-{ARCH_NAMES.get(arch, arch)}-fmnist"
-        out.append(
-            ZooModel(name, family, config, [*merge(recipe_for(family, recipe), overrides), *_length(epochs)])
-        )
+        models[name] = (family, config, merge(recipe_for(family, recipe), overrides))
+        cell_ratio[name] = ratio[cell]
+    if not any(family == "mocov2" for family, _, _ in models.values()):
+        return None
+    return ResnetPlan(minutes, models, cell_ratio)
+
+
+# The comparison's step costs were measured on its own setting (half-width resnet10t, 28 px); a model on another
+# architecture or recipe can cost another multiple of MoCo v2's step. Before training, the queue times every
+# ResNet model's step against the MoCo v2 model's on the setting it trains with (benchmarks/cell_cost.py --table:
+# the loop's own train_step, interleaved rounds, medians) and sizes its epochs from that ratio.
+def zoo_cost_path() -> Path:
+    import recipe_search
+
+    return recipe_search.OUT / "zoo_cost.json"
+
+
+def measured_ratios(plan: ResnetPlan) -> dict[str, float] | None:
+    """The models' step-cost ratios to the MoCo v2 model, timed on exactly their settings; None when not timed
+    yet (or timed for other settings: the file keeps the table it timed)."""
+    path = zoo_cost_path()
+    if not path.is_file():
+        return None
+    cost = json.loads(path.read_text())
+    if cost.get("table") != plan.table():
+        return None
+    return cost["ratio_to_mocov2"]
+
+
+def time_steps(plan: ResnetPlan) -> None:
+    """Time the models' steps (``benchmarks/cell_cost.py --table``, a few minutes) into ``zoo_cost_path()``,
+    unless that file has them already."""
+    if measured_ratios(plan) is not None:
+        return
+    RUNS_DIR.mkdir(parents=True, exist_ok=True)
+    table, out = RUNS_DIR / "cost_table.json", RUNS_DIR / "cost.json"
+    table.write_text(json.dumps(plan.table(), indent=2))
+    cmd = [sys.executable, "benchmarks/cell_cost.py", "--threads", "2", "--table", str(table),
+           "--baseline", plan.baseline, "--json", str(out)]  # fmt: skip
+    print(f"[{time.strftime('%H:%M:%S')}] timing the models' steps on their setting", flush=True)
+    sh(cmd, RUNS_DIR / "cost.log")
+    cost = {**json.loads(out.read_text()), "table": plan.table()}
+    tmp = zoo_cost_path().with_suffix(".tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps(cost, indent=2) + "\n")
+    os.replace(tmp, zoo_cost_path())
+
+
+def resnet_models() -> list[ZooModel]:
+    """One model per family, for as many epochs as fit BUDGET: MoCo v2's minutes per epoch on the recipe search's
+    run times the model's step-cost ratio, timed on its own setting (``time_steps``; until then, its comparison
+    cell's ratio, an estimate)."""
+    plan = resnet_plan()
+    if plan is None:
+        return []
+    ratios = measured_ratios(plan) or plan.cell_ratio
+    out = []
+    for name, (family, config, overrides) in plan.models.items():
+        epochs = max(1, int(BUDGET / (plan.minutes * ratios[name])))
+        out.append(ZooModel(name, family, config, [*overrides, *_length(epochs)]))
     return out
 
 
@@ -267,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "retire":
         retire(HUB_OUT)
         return 0
+    if args.command == "run" and ZOO is None and (plan := resnet_plan()) is not None:
+        try:
+            time_steps(plan)
+        except RunFailed as e:
+            raise SystemExit(f"zoo_queue: timing the models' steps: {e}") from None
     models = [m for m in (zoo() if ZOO is None else ZOO) if not args.only or re.search(args.only, m.name)]
     if not models and args.command != "published":
         print(

@@ -212,3 +212,23 @@ def test_cell_cost_merge_updates_only_the_timed_cells(tmp_path, monkeypatch):
     assert set(update["median_step_s"]) == {"mocov2", "amcl"}
     with pytest.raises(SystemExit, match="--merge"):
         cell_cost.main([*args[:-4], "--json", str(out), "--merge"])  # no --cells
+
+
+def test_cell_cost_times_a_table_of_runs_against_its_baseline(tmp_path):
+    """``--table`` (the zoo's models on their own setting): ratios to ``--baseline``, whatever the names."""
+    from .conftest import TINY
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import cell_cost
+
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps({"mocov2-x": ["recipes/configs/mocov2_fmnist.yaml", list(TINY)],
+                                 "co2-x": ["recipes/configs/co2_fmnist.yaml", list(TINY)]}))  # fmt: skip
+    out = tmp_path / "cost.json"
+    args = ["--threads", "1", "--rounds", "1", "--warmup", "0", "--table", str(table), "--json", str(out)]
+    cell_cost.main([*args, "--baseline", "mocov2-x"])
+    r = json.loads(out.read_text())
+    assert r["baseline"] == "mocov2-x" and r["ratio_to_mocov2"]["mocov2-x"] == 1.0
+    assert r["ratio_to_mocov2"]["co2-x"] > 0 and str(table) in r["setting"]
+    with pytest.raises(SystemExit, match="baseline 'mocov2' is not among"):
+        cell_cost.main(args)

@@ -5,6 +5,7 @@ test_protocols.py); here ``sh`` is replaced by a fake that writes what they woul
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -121,14 +122,11 @@ def test_run_trains_resumes_publishes_and_skips_what_is_published(checkout, tmp_
     assert zoo_queue.main(["run"]) == 0 and calls == [], "everything is published: nothing runs"
 
 
-def test_the_zoo_is_derived_from_the_recipe_search_and_the_comparison(tmp_path, monkeypatch):
-    """Every family on the recipe search's 90-minute recipe and architecture, at its comparison cell's setting,
-    for the epochs that fit 90 minutes at its step cost; the ViT at its best probe's learning rate."""
-    import compare_methods
+def _fake_recipe_search() -> None:
+    """Records of the whole recipe search (into recipe_search.OUT, which the caller points at tmp_path): the
+    full-width resnet10t wins the 30-minute stage, at 3.0 min an epoch of 50k images; the crop 0.5-1 joins."""
     import recipe_search
 
-    monkeypatch.setattr(recipe_search, "OUT", tmp_path)
-    assert zoo_queue.zoo() == [], "no recipe yet"
     minutes = {"resnet10t-28": 3.0, "resnet18-28": 6.0, "resnet10t-half-56": 4.0}
 
     def fake(run, knn):
@@ -145,6 +143,17 @@ def test_the_zoo_is_derived_from_the_recipe_search_and_the_comparison(tmp_path, 
     while todo := [r for r in recipe_search.queue() if not recipe_search.record_path(r).is_file()]:
         for r in todo:
             fake(r, scores.get(r.id, 80.0))
+
+
+def test_the_zoo_is_derived_from_the_recipe_search_and_the_comparison(tmp_path, monkeypatch):
+    """Every family on the recipe search's 90-minute recipe and architecture, at its comparison cell's setting,
+    for the epochs that fit 90 minutes at its step cost; the ViT at its best probe's learning rate."""
+    import compare_methods
+    import recipe_search
+
+    monkeypatch.setattr(recipe_search, "OUT", tmp_path)
+    assert zoo_queue.zoo() == [], "no recipe yet"
+    _fake_recipe_search()
     models = {m.name: m for m in zoo_queue.zoo()}
     ratio = json.loads(compare_methods.cost_path().read_text())["ratio_to_mocov2"]
     reported = compare_methods.cells(compare_methods.probes())
@@ -181,6 +190,47 @@ def test_the_zoo_is_derived_from_the_recipe_search_and_the_comparison(tmp_path, 
     vit = models["mocov3-vit-tiny-d6-p7-fmnist"]
     assert vit.config == recipe_search.VIT_CONFIG and "train.base_lr=0.0015" in vit.overrides
     assert f"train.epochs={int(120 / (2.5 * 60 / 50))}" in vit.overrides
+
+
+def test_the_epochs_come_from_each_models_step_timed_on_its_own_setting(tmp_path, monkeypatch):
+    """Before training, `run` times every ResNet model's step against the MoCo v2 model's on the setting they
+    train with (once: the file keeps the table it timed) and sizes the epochs from those ratios."""
+    import recipe_search
+
+    monkeypatch.setattr(recipe_search, "OUT", tmp_path)
+    monkeypatch.setattr(zoo_queue, "RUNS_DIR", tmp_path / "runs")
+    _fake_recipe_search()
+    plan = zoo_queue.resnet_plan()
+    assert plan.baseline == "mocov2-resnet10t-fmnist" and zoo_queue.measured_ratios(plan) is None
+    calls = []
+
+    def fake_sh(cmd, log):  # benchmarks/cell_cost.py --table T --baseline B --json OUT
+        calls.append(cmd)
+        assert cmd[1] == "benchmarks/cell_cost.py"
+        table = json.loads(Path(cmd[cmd.index("--table") + 1]).read_text())
+        assert (
+            table == plan.table()
+            and "model.kwargs.channels=[64,128,256,512]" in table["co2-resnet10t-fmnist"][1]
+        )
+        ratios = {n: 1.0 if n == cmd[cmd.index("--baseline") + 1] else 1.5 for n in table}
+        Path(cmd[cmd.index("--json") + 1]).write_text(json.dumps({"machine": "m", "ratio_to_mocov2": ratios}))
+        return 1.0
+
+    monkeypatch.setattr(zoo_queue, "sh", fake_sh)
+    assert zoo_queue.main(["run", "--only", "^no model matches$"]) == 0
+    zoo_queue.time_steps(plan)
+    assert len(calls) == 1, "timed once"
+    models = {m.name: m for m in zoo_queue.resnet_models()}
+    per_epoch = 3.0 * 60 / 50  # the recipe's minutes per epoch, on 60k images
+    assert f"train.epochs={int(90 / per_epoch)}" in models["mocov2-resnet10t-fmnist"].overrides
+    assert f"train.epochs={int(90 / (per_epoch * 1.5))}" in models["xmoco-resnet10t-fmnist"].overrides
+    # timed for other settings: not used, timed again
+    cost = json.loads(zoo_queue.zoo_cost_path().read_text())
+    cost["table"]["co2-resnet10t-fmnist"][1].append("aug.erase_p=0.5")
+    zoo_queue.zoo_cost_path().write_text(json.dumps(cost))
+    assert zoo_queue.measured_ratios(plan) is None
+    zoo_queue.time_steps(plan)
+    assert len(calls) == 2 and zoo_queue.measured_ratios(plan) is not None
 
 
 def test_merge_lets_the_later_overrides_win():

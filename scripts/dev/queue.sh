@@ -56,6 +56,7 @@ case "${1:-}" in
     pkill -f "scripts/dev/lightly_curve.sh" || true
     pkill -f "scripts/(compare_methods|recipe_search|zoo_queue).py run" || true
     pkill -f "vs_lightly.py --mode curve" || true
+    pkill -f "benchmarks/cell_cost.py --threads 2 --table" || true   # the zoo's step timing
     # a zoo model's publishing: its evaluations are the script's children (a hand-run evaluation is left alone)
     for pid in $(pgrep -f "publish_fmnist.sh runs/zoo/" || true); do kill_tree "$pid"; done
     pkill -f "output_dir=runs/(compare|recipe|zoo)/" || true
@@ -119,6 +120,12 @@ PY
       if [ -n "$(git status --porcelain --untracked-files=all -- docs/results/lightly_curve)" ]; then
         git add -- docs/results/lightly_curve && git commit -q -m "lightly's MoCo v2 reference curve (scripts/dev/lightly_curve.sh)" -- docs/results/lightly_curve && echo "$(date +%T) committed the lightly curve"
         time_to_accuracy
+      fi
+      # the zoo's step costs, timed on its models' own setting before their trainings
+      if [ -n "$(git status --porcelain -- docs/results/recipe_search/zoo_cost.json)" ]; then
+        git add -- docs/results/recipe_search/zoo_cost.json &&
+          git commit -q -m "The zoo's step costs on its models' setting (benchmarks/cell_cost.py --table)" -- \
+            docs/results/recipe_search/zoo_cost.json && echo "$(date +%T) committed the zoo's step costs"
       fi
       # models the zoo queue delivered (hub/NAME new or replaced, complete): each with the regenerated index
       for name in $(git status --porcelain --untracked-files=normal -- hub | awk '{print $2}' | cut -d/ -f2 | sort -u); do
