@@ -122,7 +122,8 @@ PY
         time_to_accuracy
       fi
       # the zoo's step costs, timed on its models' own setting before their trainings
-      if [ -n "$(git status --porcelain -- docs/results/recipe_search/zoo_cost.json)" ]; then
+      if [ -f docs/results/recipe_search/zoo_cost.json ] &&
+        [ -n "$(git status --porcelain -- docs/results/recipe_search/zoo_cost.json)" ]; then
         git add -- docs/results/recipe_search/zoo_cost.json &&
           git commit -q -m "The zoo's step costs on its models' setting (benchmarks/cell_cost.py --table)" -- \
             docs/results/recipe_search/zoo_cost.json && echo "$(date +%T) committed the zoo's step costs"
