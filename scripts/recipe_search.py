@@ -268,7 +268,81 @@ def report() -> str:
     return "\n".join(lines)
 
 
+def budget_table() -> str:
+    """Budget -> the best held-out run within it (kNN, then linear), with its recipe and its exact command."""
+    rows = []
+    for b in BUDGETS:
+        done_runs = [(rec, r) for r in queue() if r.cell == f"budget {b}" and (rec := load(r)) is not None]
+        if not done_runs:
+            continue
+        rec, r = max(done_runs, key=lambda t: t[0]["knn"])
+        command = " ".join(r.pretrain_command(RUNS_DIR / r.id))
+        minutes = f"{rec['train_minutes']:.1f}" if rec.get("train_minutes") else ""
+        rows.append(
+            f"| {b} | `{r.id}` | {r.setting} | {minutes} | {rec['knn']:.2f} | "
+            f"{rec.get('linear', float('nan')):.2f} | `{command}` |"
+        )
+    if not rows:
+        return "No budget run is done yet."
+    return "\n".join(
+        [
+            "| budget (min) | best run | recipe | train minutes | kNN, held out | linear, held out | command |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+        ]
+    )
+
+
+def chart(out: Path) -> bool:
+    """Stage 1's changes against the base (held-out kNN), and every budget run's kNN against its training
+    minutes, by architecture; False when nothing is done yet."""
+    runs = queue()
+    recs = {r.id: rec for r in runs if (rec := load(r)) is not None}
+    base = recs.get(runs[0].id)
+    if base is None:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    probes = [
+        r
+        for r in runs[1:]
+        if r.id in recs and r.cell not in ("arch", "vit") and not r.cell.startswith("budget")
+    ]
+    deltas = [recs[r.id]["knn"] - base["knn"] for r in probes]
+    left.barh(
+        [r.setting for r in probes], deltas, color=["tab:green" if d > MARGIN else "tab:gray" for d in deltas]
+    )
+    left.axvline(0, color="black", lw=0.8)
+    left.axvline(MARGIN, color="tab:green", ls="--", lw=0.8, label=f"margin ({MARGIN:g})")
+    left.set_title(f"{EPOCHS} epochs: held-out kNN minus the base's ({base['knn']:.2f})", fontsize=9)
+    left.tick_params(labelsize=7)
+    left.legend(fontsize=7)
+    budget = [r for r in runs if r.cell.startswith("budget") and r.id in recs]
+    by_arch: dict[str, list[tuple[float, float]]] = {}
+    for r in budget:
+        arch = r.setting.split(",", 1)[0] + (" (crop re-check)" if r.id.endswith(slug(LONG_CHECK[0])) else "")
+        by_arch.setdefault(arch, []).append((recs[r.id].get("train_minutes") or 0.0, recs[r.id]["knn"]))
+    for arch, points in sorted(by_arch.items()):
+        points.sort()
+        right.plot([m for m, _ in points], [k for _, k in points], marker="o", label=arch)
+    right.axhline(base["knn"], color="tab:gray", ls=":", lw=1, label=f"base, {EPOCHS} epochs")
+    right.set_xlabel("training minutes (this machine)", fontsize=8)
+    right.set_title("budget runs: held-out kNN", fontsize=9)
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return True
+
+
 BEGIN, END = "<!-- recipe table: begin -->", "<!-- recipe table: end -->"
+BUDGET_BEGIN, BUDGET_END = "<!-- budget table: begin -->", "<!-- budget table: end -->"
+CHART = "recipe_search.png"  # in docs/images/
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -281,13 +355,18 @@ def main(argv: list[str] | None = None) -> None:
     elif a.what == "run":
         cmd_run(queue, record_path, RUNS_DIR, a.only)
     else:
-        md = report()
-        print(md)
+        md, budgets = report(), budget_table()
+        if chart(OUT.parent.parent / "images" / CHART):
+            print(f"wrote docs/images/{CHART}")
+            budgets += f"\n\n![the recipe search: stage 1's changes, and held-out kNN against minutes](../images/{CHART})"
+        print(budgets + "\n\n" + md)
         page = OUT.parent / "recipe_search.md"
         text = page.read_text()
-        if BEGIN in text:
-            head, rest = text.split(BEGIN, 1)
-            page.write_text(head + BEGIN + "\n" + md + "\n" + END + rest.split(END, 1)[1])
+        for (begin, end), body in (((BEGIN, END), md), ((BUDGET_BEGIN, BUDGET_END), budgets)):
+            if begin in text:
+                head, rest = text.split(begin, 1)
+                text = head + begin + "\n" + body + "\n" + end + rest.split(end, 1)[1]
+        page.write_text(text)
 
 
 if __name__ == "__main__":

@@ -91,6 +91,25 @@ def test_stage_two_combines_the_winning_changes_and_sizes_the_budgets_by_measure
     assert "aug.crop_scale=[0.08,1.0]" in rest[-1].overrides and rest[-1].setting.endswith(
         "crop 0.08-1, 15 epochs"
     )
+    # the page: the best run of each budget with its command, and the chart
+    for r, knn in zip(rest, (86.0, 87.0)):
+        _fake(r, knn, 6.0)
+    table = recipe_search.budget_table().splitlines()
+    assert [line.split(" | ")[:2] for line in table[2:]] == [
+        ["| 30", "`b30-resnet10t-28`"],
+        ["| 60", "`b60-resnet10t-28`"],
+        ["| 90", "`b90-resnet10t-28`"],
+    ]
+    assert "| 85.00 | 88.00 |" in table[2] and "recipes/pretrain.py --config" in table[4]
+    assert "data.holdout=10000" in table[4] and "aug.crop_scale=[0.08,1.0]" in table[4]
+    png = tmp_path / "chart.png"
+    assert recipe_search.chart(png) and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_page_has_nothing_to_show_before_the_first_record(tmp_path, monkeypatch):
+    monkeypatch.setattr(recipe_search, "OUT", tmp_path)
+    assert recipe_search.budget_table() == "No budget run is done yet."
+    assert not recipe_search.chart(tmp_path / "chart.png") and not (tmp_path / "chart.png").exists()
 
 
 def test_no_re_check_when_the_chosen_recipe_has_the_long_trainings_crop(tmp_path, monkeypatch):

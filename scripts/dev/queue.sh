@@ -108,7 +108,7 @@ PY
           case "$d" in
             *methods_fmnist*) report="scripts/compare_methods.py"
               pages="docs/results/methods_fmnist.md docs/images/methods_fmnist_seeds.png docs/images/amcl_forms_fmnist.png" ;;
-            *) report="scripts/recipe_search.py"; pages="docs/results/recipe_search.md" ;;
+            *) report="scripts/recipe_search.py"; pages="docs/results/recipe_search.md docs/images/recipe_search.png" ;;
           esac
           # shellcheck disable=SC2086
           if python3 "$report" report >/dev/null 2>&1 && [ -n "$(git status --porcelain -- $pages)" ]; then
