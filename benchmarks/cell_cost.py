@@ -118,7 +118,9 @@ def main(argv=None) -> dict:
         )
     ratios = {n: med[n] / med[baseline] for n in names}
     what = (
-        f"the runs of {args.table}" if args.table else "the comparison's cells (scripts/compare_methods.py)"
+        f"the runs of {Path(args.table).name}"
+        if args.table
+        else "the comparison's cells (scripts/compare_methods.py)"
     )
     result = {
         "machine": f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}",

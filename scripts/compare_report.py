@@ -11,6 +11,11 @@ FLOOR = {"knn": 78.85, "linear": 83.62}  # raw pixels, L2-normalised, same proto
 BEGIN, END = "<!-- comparison table: begin -->", "<!-- comparison table: end -->"
 
 
+def _position(order: list[str], cell: str) -> int:
+    """A cell's place in the queue's order; a cell the queue no longer has (a record of an older queue) last."""
+    return order.index(cell) if cell in order else len(order)
+
+
 def _cells(records: list[dict], kind: str) -> dict[str, list[dict]]:
     cells: dict[str, list[dict]] = defaultdict(list)
     for r in records:
@@ -31,7 +36,7 @@ def table(records: list[dict], order: list[str]) -> str:
         "| method (cell) | seeds | kNN, test (mean ± std) | linear probe, test | kNN per seed | linear per seed |",
         "|---|---|---|---|---|---|",
     ]
-    for cell, rs in sorted(_cells(records, "test").items(), key=lambda kv: order.index(kv[0])):
+    for cell, rs in sorted(_cells(records, "test").items(), key=lambda kv: _position(order, kv[0])):
         rs = sorted(rs, key=lambda r: r["seed"])
         knn, lin = [r["knn"] for r in rs], [r["linear"] for r in rs]
         lines.append(
@@ -48,7 +53,7 @@ def table(records: list[dict], order: list[str]) -> str:
             "| cell | setting | epochs | kNN, held out | kNN after each epoch | run |",
             "|---|---|---|---|---|---|",
         ]
-        for cell, rs in sorted(val.items(), key=lambda kv: order.index(kv[0])):
+        for cell, rs in sorted(val.items(), key=lambda kv: _position(order, kv[0])):
             best = max((r["knn"] for r in rs if "diverged" not in r), default=None)
             for r in rs:
                 if "diverged" in r:
@@ -101,7 +106,7 @@ def verdicts(records: list[dict], bases: dict[str, list[str]], order: list[str])
     """A line per reported cell against each of its bases (``compare_methods.bases``): kNN and linear probe."""
     cells = _cells(records, "test")
     lines = []
-    for cell in sorted(cells, key=lambda c: order.index(c) if c in order else len(order)):
+    for cell in sorted(cells, key=lambda c: _position(order, c)):
         for base in bases.get(cell, []):
             if base not in cells:
                 continue
@@ -210,7 +215,7 @@ def bar_chart(records: list[dict], order: list[str], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cells = sorted(_cells(records, "test").items(), key=lambda kv: order.index(kv[0]))
+    cells = sorted(_cells(records, "test").items(), key=lambda kv: _position(order, kv[0]))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, key in zip(axes, ("knn", "linear")):
         names = [c for c, _ in cells]

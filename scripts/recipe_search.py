@@ -192,7 +192,10 @@ def budget_runs(
     base = per_epoch(load(runs[0]), runs[0].id)
     overrides, setting = recipe(chosen), chosen.setting
     if change is not None:
-        overrides, setting = with_change(overrides, change[1]), f"{setting} + {change[0]}"
+        keys = {o.split("=", 1)[0] for o in change[1]}
+        replaced = any(o.split("=", 1)[0] in keys for o in overrides)
+        overrides = with_change(overrides, change[1])
+        setting = f"{setting} + {change[0]}" + (" (in its place)" if replaced else "")
     out = []
     for arch in archs:
         arch_run = next((r for r in runs if r.cell == "arch" and r.setting == arch), runs[0])
@@ -205,6 +208,12 @@ def budget_runs(
             out.append(_val(f"b{b}-{arch}{suffix}", f"budget {b}", [*overrides, *ARCHITECTURES[arch], *monitor],
                             f"{arch}, {setting}, {epochs} epochs", epochs))  # fmt: skip
     return out
+
+
+def arch_of(run: Run) -> str:
+    """The architecture of a budget run (``b<minutes>-<arch>[-<change>]``)."""
+    rest = run.id.split("-", 1)[1]
+    return max((a for a in ARCHITECTURES if rest == a or rest.startswith(a + "-")), key=len)
 
 
 def long_check(runs: list[Run], chosen: Run) -> Run | None:
@@ -237,7 +246,9 @@ def stage2(runs: list[Run]) -> list[Run]:
         # the re-checked change joins the longer budgets when it beat its architecture's run by the margin
         plain, checked = load(first[0]), load(check) if check else None
         change = LONG_CHECK if checked and plain and checked["knn"] > plain["knn"] + MARGIN else None
-        out += budget_runs(runs, chosen, [winner.id.split("-", 1)[1]], BUDGETS[1:], change)
+        # the id says when the re-checked change joined, so that a record never stands for another recipe
+        suffix = f"-{slug(LONG_CHECK[0])}" if change else ""
+        out += budget_runs(runs, chosen, [arch_of(winner)], BUDGETS[1:], change, suffix)
     return out
 
 
@@ -269,7 +280,7 @@ def report() -> str:
 
 
 def budget_table() -> str:
-    """Budget -> the best held-out run within it (kNN, then linear), with its recipe and its exact command."""
+    """Budget -> the best held-out run within it (by kNN), with its recipe and its exact command."""
     rows = []
     for b in BUDGETS:
         done_runs = [(rec, r) for r in queue() if r.cell == f"budget {b}" and (rec := load(r)) is not None]

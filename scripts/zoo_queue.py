@@ -147,7 +147,7 @@ def resnet_plan() -> ResnetPlan | None:
     rec = recipe_search.load(chosen) if chosen else None
     if chosen is None or rec is None or not compare_methods.cost_path().is_file():
         return None
-    arch = chosen.id.split("-", 1)[1]
+    arch = recipe_search.arch_of(chosen)
     minutes = recipe_search.per_epoch(rec, chosen.id) * TRAIN_IMAGES / PROBE_IMAGES  # MoCo v2, this recipe
     ratio = json.loads(compare_methods.cost_path().read_text())["ratio_to_mocov2"]
     recipe = [o for o in chosen.overrides if not o.startswith(("train.epochs=", "knn.every="))]
@@ -176,34 +176,62 @@ def zoo_cost_path() -> Path:
     return recipe_search.OUT / "zoo_cost.json"
 
 
-def measured_ratios(plan: ResnetPlan) -> dict[str, float] | None:
-    """The models' step-cost ratios to the MoCo v2 model, timed on exactly their settings; None when not timed
-    yet (or timed for other settings: the file keeps the table it timed)."""
+def _stored_cost() -> dict:
     path = zoo_cost_path()
-    if not path.is_file():
-        return None
-    cost = json.loads(path.read_text())
-    if cost.get("table") != plan.table():
-        return None
-    return cost["ratio_to_mocov2"]
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _untimed(plan: ResnetPlan, cost: dict) -> list[str]:
+    """The models whose setting the stored timing does not cover (all of them when the MoCo v2 model's changed:
+    every ratio is to it)."""
+    table, stored = plan.table(), cost.get("table") or {}
+    if (
+        stored.get(plan.baseline) != table[plan.baseline]
+        or cost.get("baseline", plan.baseline) != plan.baseline
+    ):
+        return list(table)
+    return [n for n in table if stored.get(n) != table[n] or n not in cost.get("ratio_to_mocov2", {})]
+
+
+def measured_ratios(plan: ResnetPlan) -> dict[str, float]:
+    """The step-cost ratios to the MoCo v2 model of the models timed on exactly their setting (the file keeps
+    the setting each ratio was timed on); the MoCo v2 model's is 1 by definition."""
+    cost = _stored_cost()
+    untimed = set(_untimed(plan, cost)) if cost else set(plan.models)
+    out = {n: cost["ratio_to_mocov2"][n] for n in plan.models if n not in untimed}
+    return {**out, plan.baseline: 1.0}
 
 
 def time_steps(plan: ResnetPlan) -> None:
-    """Time the models' steps (``benchmarks/cell_cost.py --table``, a few minutes) into ``zoo_cost_path()``,
-    unless that file has them already."""
-    if measured_ratios(plan) is not None:
+    """Time the steps of the models not timed yet on their setting (``benchmarks/cell_cost.py --table``, a few
+    minutes, against the MoCo v2 model's) into ``zoo_cost_path()``. A model timed before keeps its ratio (a cut
+    run resumes with the epochs it started with); a published model is not timed."""
+    cost = _stored_cost()
+    untimed = _untimed(plan, cost) if cost else list(plan.models)
+    todo = [n for n in untimed if n != plan.baseline and not published(HUB_OUT / n)]
+    if not todo:
         return
     RUNS_DIR.mkdir(parents=True, exist_ok=True)
     table, out = RUNS_DIR / "cost_table.json", RUNS_DIR / "cost.json"
-    table.write_text(json.dumps(plan.table(), indent=2))
+    full = plan.table()
+    table.write_text(json.dumps({n: full[n] for n in [plan.baseline, *todo]}, indent=2))
     cmd = [sys.executable, "benchmarks/cell_cost.py", "--threads", "2", "--table", str(table),
            "--baseline", plan.baseline, "--json", str(out)]  # fmt: skip
-    print(f"[{time.strftime('%H:%M:%S')}] timing the models' steps on their setting", flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] timing the steps of {', '.join(todo)} on their setting", flush=True)
     sh(cmd, RUNS_DIR / "cost.log")
-    cost = {**json.loads(out.read_text()), "table": plan.table()}
+    new = json.loads(out.read_text())
+    # the ratios timed before stay when they are to the same MoCo v2 setting
+    keep = cost if plan.baseline not in untimed else {}
+    merged = {
+        **{k: v for k, v in new.items() if k not in ("ratio_to_mocov2", "equal_time_epochs")},
+        "ratio_to_mocov2": {**keep.get("ratio_to_mocov2", {}), **new["ratio_to_mocov2"]},
+        "table": {**keep.get("table", {}), **{n: full[n] for n in new["ratio_to_mocov2"]}},
+        "timings": [*keep.get("timings", []), {"date": time.strftime("%Y-%m-%d"), "models": todo,
+                                                "median_step_s": new.get("median_step_s")}],
+    }  # fmt: skip
     tmp = zoo_cost_path().with_suffix(".tmp")
     tmp.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps(cost, indent=2) + "\n")
+    tmp.write_text(json.dumps(merged, indent=2) + "\n")
     os.replace(tmp, zoo_cost_path())
 
 
@@ -214,7 +242,7 @@ def resnet_models() -> list[ZooModel]:
     plan = resnet_plan()
     if plan is None:
         return []
-    ratios = measured_ratios(plan) or plan.cell_ratio
+    ratios = {**plan.cell_ratio, **measured_ratios(plan)}
     out = []
     for name, (family, config, overrides) in plan.models.items():
         epochs = max(1, int(BUDGET / (plan.minutes * ratios[name])))
@@ -278,6 +306,30 @@ def deliver(model: ZooModel) -> Path:
     return dst
 
 
+# The pages whose code loads a published model by name (docs/downstream.md's code runs in tests/test_docs.py): a
+# model they name is not retired by the queue (the log says so); point them at its successor first, by hand.
+USAGE_DOCS = ("README.md", "docs/downstream.md", "docs/data.md")
+
+
+def named_in_usage_docs(repo: Path, name: str) -> list[str]:
+    """The usage pages (outside the README's generated model table) that load ``name`` (``hub/NAME``,
+    ``ORG/NAME``)."""
+    from xmoco_zoo.zoo import BEGIN, END
+
+    pattern = re.compile(rf"(?:hub|xmoco-zoo)/{re.escape(name)}(?![\w.-])")
+    out = []
+    for page in USAGE_DOCS:
+        path = repo / page
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        if BEGIN in text and END in text:
+            text = text[: text.index(BEGIN)] + text[text.index(END) :]
+        if pattern.search(text):
+            out.append(page)
+    return out
+
+
 def dominated(hub: Path) -> list[tuple[str, str, str]]:
     """The models in ``hub`` that a model this queue trained, of the same family, dominates (at least as good on
     both kNN and the linear probe): (retired, by, the numbers)."""
@@ -305,9 +357,18 @@ def dominated(hub: Path) -> list[tuple[str, str, str]]:
 def retire(hub: Path) -> list[tuple[str, str, str]]:
     """Remove from ``hub`` (a git working tree's) every dominated model, regenerate the index and commit each
     removal with its reason; the index stays honest."""
-    done = dominated(hub)
     repo = hub.parent
-    for old, new, numbers in done:
+    done = []
+    for old, new, numbers in dominated(hub):
+        pages = named_in_usage_docs(repo, old)
+        if pages:
+            print(
+                f"Not retiring {old} ({new} dominates it: {numbers}): {', '.join(pages)} load it by name; point "
+                f"them at {new}, then run `python scripts/zoo_queue.py retire`",
+                flush=True,
+            )
+            continue
+        done.append((old, new, numbers))
         subprocess.run(["git", "rm", "-r", "-q", "--", f"hub/{old}"], cwd=repo, check=True)
         subprocess.run(["xmoco-zoo", "list", "--write"], cwd=repo, check=True, stdout=subprocess.DEVNULL)
         paths = [f"hub/{old}", *INDEX]

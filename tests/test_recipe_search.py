@@ -85,9 +85,9 @@ def test_stage_two_combines_the_winning_changes_and_sizes_the_budgets_by_measure
     assert rest[-1].overrides[-1] == "train.epochs=15" and recipe_search.FULL in rest[-1].overrides
     assert not any(o.startswith("aug.crop_scale") for o in rest[-1].overrides)
     assert "| `b30-resnet10t-28` | budget 30 |" in recipe_search.report()
-    _fake(check, 84.5)  # beyond it: the crop joins them
+    _fake(check, 84.5)  # beyond it: the crop joins them, and their ids say so
     rest = recipe_search.queue()[len(stage1) + 6 :]
-    assert [r.id for r in rest] == ["b60-resnet10t-28", "b90-resnet10t-28"]
+    assert [r.id for r in rest] == ["b60-resnet10t-28-crop_0.08_1", "b90-resnet10t-28-crop_0.08_1"]
     assert "aug.crop_scale=[0.08,1.0]" in rest[-1].overrides and rest[-1].setting.endswith(
         "crop 0.08-1, 15 epochs"
     )
@@ -97,13 +97,19 @@ def test_stage_two_combines_the_winning_changes_and_sizes_the_budgets_by_measure
     table = recipe_search.budget_table().splitlines()
     assert [line.split(" | ")[:2] for line in table[2:]] == [
         ["| 30", "`b30-resnet10t-28`"],
-        ["| 60", "`b60-resnet10t-28`"],
-        ["| 90", "`b90-resnet10t-28`"],
+        ["| 60", "`b60-resnet10t-28-crop_0.08_1`"],
+        ["| 90", "`b90-resnet10t-28-crop_0.08_1`"],
     ]
     assert "| 85.00 | 88.00 |" in table[2] and "recipes/pretrain.py --config" in table[4]
     assert "data.holdout=10000" in table[4] and "aug.crop_scale=[0.08,1.0]" in table[4]
     png = tmp_path / "chart.png"
     assert recipe_search.chart(png) and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_architecture_of_a_budget_run_is_read_from_its_id():
+    run = recipe_search.Run("b90-resnet10t-half-28-crop_0.08_1", "budget 90", recipe_search.CONFIG)
+    assert recipe_search.arch_of(run) == "resnet10t-half-28"
+    assert recipe_search.arch_of(recipe_search.Run("b30-resnet10t-28", "budget 30", "")) == "resnet10t-28"
 
 
 def test_the_page_has_nothing_to_show_before_the_first_record(tmp_path, monkeypatch):

@@ -170,7 +170,8 @@ def test_the_zoo_is_derived_from_the_recipe_search_and_the_comparison(tmp_path, 
         assert all(o in m.overrides for o in cell_overrides), (
             "the comparison's setting wins over the recipe's"
         )
-        epochs = int(90 / (3.0 * 60 / 50 * ratio[cell]))
+        # the recipe search's run is this MoCo v2 itself: its ratio is 1; the others' their cell's, until timed
+        epochs = int(90 / (3.0 * 60 / 50 * (1.0 if family == "mocov2" else ratio[cell])))
         assert f"train.epochs={epochs}" in m.overrides and f"knn.every={epochs}" in m.overrides
         marks = [o for o in m.overrides if o.startswith("knn.epochs=")]
         powers = [str(2**i) for i in range(epochs.bit_length()) if 2**i < epochs]
@@ -194,43 +195,79 @@ def test_the_zoo_is_derived_from_the_recipe_search_and_the_comparison(tmp_path, 
 
 def test_the_epochs_come_from_each_models_step_timed_on_its_own_setting(tmp_path, monkeypatch):
     """Before training, `run` times every ResNet model's step against the MoCo v2 model's on the setting they
-    train with (once: the file keeps the table it timed) and sizes the epochs from those ratios."""
+    train with, once (the file keeps the setting of each ratio), and sizes the epochs from those ratios; a model
+    whose setting changed is timed again alone, the others keep theirs, a published model is not timed."""
     import recipe_search
 
     monkeypatch.setattr(recipe_search, "OUT", tmp_path)
     monkeypatch.setattr(zoo_queue, "RUNS_DIR", tmp_path / "runs")
+    monkeypatch.setattr(zoo_queue, "HUB_OUT", tmp_path / "hub")
     _fake_recipe_search()
     plan = zoo_queue.resnet_plan()
-    assert plan.baseline == "mocov2-resnet10t-fmnist" and zoo_queue.measured_ratios(plan) is None
-    calls = []
+    baseline = "mocov2-resnet10t-fmnist"
+    assert plan.baseline == baseline and zoo_queue.measured_ratios(plan) == {baseline: 1.0}
+    timed = []
 
     def fake_sh(cmd, log):  # benchmarks/cell_cost.py --table T --baseline B --json OUT
-        calls.append(cmd)
-        assert cmd[1] == "benchmarks/cell_cost.py"
+        assert cmd[1] == "benchmarks/cell_cost.py" and cmd[cmd.index("--baseline") + 1] == baseline
         table = json.loads(Path(cmd[cmd.index("--table") + 1]).read_text())
-        assert (
-            table == plan.table()
-            and "model.kwargs.channels=[64,128,256,512]" in table["co2-resnet10t-fmnist"][1]
-        )
-        ratios = {n: 1.0 if n == cmd[cmd.index("--baseline") + 1] else 1.5 for n in table}
+        assert all(table[n] == plan.table()[n] for n in table) and next(iter(table)) == baseline
+        timed.append(sorted(table))
+        ratios = {n: 1.0 if n == baseline else 1.5 + len(timed) for n in table}
         Path(cmd[cmd.index("--json") + 1]).write_text(json.dumps({"machine": "m", "ratio_to_mocov2": ratios}))
         return 1.0
 
     monkeypatch.setattr(zoo_queue, "sh", fake_sh)
     assert zoo_queue.main(["run", "--only", "^no model matches$"]) == 0
     zoo_queue.time_steps(plan)
-    assert len(calls) == 1, "timed once"
+    assert timed == [sorted(plan.models)], "timed once, all together"
+    assert "model.kwargs.channels=[64,128,256,512]" in plan.table()["co2-resnet10t-fmnist"][1]
     models = {m.name: m for m in zoo_queue.resnet_models()}
     per_epoch = 3.0 * 60 / 50  # the recipe's minutes per epoch, on 60k images
-    assert f"train.epochs={int(90 / per_epoch)}" in models["mocov2-resnet10t-fmnist"].overrides
-    assert f"train.epochs={int(90 / (per_epoch * 1.5))}" in models["xmoco-resnet10t-fmnist"].overrides
-    # timed for other settings: not used, timed again
+    assert f"train.epochs={int(90 / per_epoch)}" in models[baseline].overrides
+    assert f"train.epochs={int(90 / (per_epoch * 2.5))}" in models["xmoco-resnet10t-fmnist"].overrides
+    # one model's setting changed since: it alone is timed again, the others keep their ratios
     cost = json.loads(zoo_queue.zoo_cost_path().read_text())
     cost["table"]["co2-resnet10t-fmnist"][1].append("aug.erase_p=0.5")
     zoo_queue.zoo_cost_path().write_text(json.dumps(cost))
-    assert zoo_queue.measured_ratios(plan) is None
+    assert "co2-resnet10t-fmnist" not in zoo_queue.measured_ratios(plan)
     zoo_queue.time_steps(plan)
-    assert len(calls) == 2 and zoo_queue.measured_ratios(plan) is not None
+    assert timed[1] == sorted([baseline, "co2-resnet10t-fmnist"])
+    ratios = zoo_queue.measured_ratios(plan)
+    assert ratios["co2-resnet10t-fmnist"] == 3.5 and ratios["xmoco-resnet10t-fmnist"] == 2.5
+    # the MoCo v2 model's setting changed: every ratio was to it, so all are timed again, but not a published one
+    cost = json.loads(zoo_queue.zoo_cost_path().read_text())
+    cost["table"][baseline][1].append("aug.erase_p=0.5")
+    zoo_queue.zoo_cost_path().write_text(json.dumps(cost))
+    _publish_into(tmp_path / "hub" / "amcl-resnet10t-fmnist")
+    zoo_queue.time_steps(plan)
+    assert timed[2] == sorted(n for n in plan.models if n != "amcl-resnet10t-fmnist")
+
+
+def test_a_model_the_usage_docs_load_by_name_is_not_retired(checkout, monkeypatch, capsys):
+    from .test_zoo import make_model
+
+    hub = checkout / "hub"
+    monkeypatch.setattr(zoo_queue, "HUB_OUT", hub)
+    make_model(hub / "old-mocov2", "mocov2", {"knn": 60.0, "linear": 70.0}, minutes=1.0)
+    make_model(
+        hub / "new-mocov2",
+        "mocov2",
+        {"knn": 66.0, "linear": 72.0, "finetune": 80.0, "semisup_10pct": 75.0},
+        minutes=2.0,
+    )
+    cfg = json.loads((hub / "new-mocov2" / "config.json").read_text())
+    cfg["xmoco_zoo"]["training"]["command"] = "pretrain train.output_dir=runs/zoo/new-mocov2"
+    (hub / "new-mocov2" / "config.json").write_text(json.dumps(cfg))
+    (checkout / "docs" / "downstream.md").write_text('folder = "local-dir:hub/old-mocov2"\n')
+    _git(checkout, "add", ".")
+    _git(checkout, "commit", "-qm", "models")
+    assert [d[0] for d in zoo_queue.dominated(hub)] == ["old-mocov2"]
+    # the README's generated table names every model: that does not count
+    assert zoo_queue.named_in_usage_docs(checkout, "old-mocov2") == ["docs/downstream.md"]
+    assert zoo_queue.named_in_usage_docs(checkout, "old-mocov") == []
+    assert zoo_queue.retire(hub) == [] and (hub / "old-mocov2").is_dir()
+    assert "Not retiring old-mocov2" in capsys.readouterr().out
 
 
 def test_merge_lets_the_later_overrides_win():

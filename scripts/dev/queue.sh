@@ -69,7 +69,7 @@ case "${1:-}" in
       [ -f "$REF" ] || return 0
       local cmd="xmoco-zoo plot zoo --out docs/images/zoo_accuracy_vs_minutes.png --reference $REF"
       local out
-      out=$($cmd 2>&1) || return 0   # no model with training minutes yet
+      out=$($cmd 2>/dev/null) || return 0   # no model with training minutes yet
       {
         echo "# Time to accuracy: the zoo against lightly's MoCo v2 on the same machine"
         echo
@@ -85,6 +85,7 @@ case "${1:-}" in
       git add -- docs/results/time_to_accuracy.md docs/images/zoo_accuracy_vs_minutes.png
       git commit -q -m "Time to accuracy against lightly's curve, $(date +%F)" -- \
         docs/results/time_to_accuracy.md docs/images/zoo_accuracy_vs_minutes.png && echo "$(date +%T) time to accuracy"
+      return 0   # an unchanged plot has nothing to commit: not an error (the loop runs under set -e)
     }
     while true; do
       for d in docs/results/methods_fmnist/runs docs/results/recipe_search/runs; do
@@ -110,9 +111,16 @@ PY
               pages="docs/results/methods_fmnist.md docs/images/methods_fmnist_seeds.png docs/images/amcl_forms_fmnist.png" ;;
             *) report="scripts/recipe_search.py"; pages="docs/results/recipe_search.md docs/images/recipe_search.png" ;;
           esac
-          # shellcheck disable=SC2086
-          if python3 "$report" report >/dev/null 2>&1 && [ -n "$(git status --porcelain -- $pages)" ]; then
-            git add -- $pages && git commit -q -m "Results page after $msg" -- $pages && echo "$(date +%T) page updated"
+          if python3 "$report" report >/dev/null 2>&1; then
+            existing=""
+            for f in $pages; do [ -e "$f" ] && existing="$existing $f"; done   # a chart appears with its data
+            # shellcheck disable=SC2086
+            if [ -n "$existing" ] && [ -n "$(git status --porcelain -- $existing)" ]; then
+              git add -- $existing && git commit -q -m "Results page after $msg" -- $existing &&
+                echo "$(date +%T) page updated"
+            fi
+          else
+            echo "$(date +%T) $report report failed: run it by hand to see why"
           fi
         fi
       done
