@@ -244,6 +244,13 @@ def test_the_epochs_come_from_each_models_step_timed_on_its_own_setting(tmp_path
     assert timed[2] == sorted(n for n in plan.models if n != "amcl-resnet10t-fmnist")
 
 
+def _trained_by_queue(folder):
+    """Mark an exported model folder as trained by the zoo's queue (into runs/zoo/<name>)."""
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["xmoco_zoo"]["training"]["command"] = f"pretrain train.output_dir=runs/zoo/{folder.name}"
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+
 def test_a_model_the_usage_docs_load_by_name_is_not_retired(checkout, monkeypatch, capsys):
     from .test_zoo import make_model
 
@@ -256,9 +263,7 @@ def test_a_model_the_usage_docs_load_by_name_is_not_retired(checkout, monkeypatc
         {"knn": 66.0, "linear": 72.0, "finetune": 80.0, "semisup_10pct": 75.0},
         minutes=2.0,
     )
-    cfg = json.loads((hub / "new-mocov2" / "config.json").read_text())
-    cfg["xmoco_zoo"]["training"]["command"] = "pretrain train.output_dir=runs/zoo/new-mocov2"
-    (hub / "new-mocov2" / "config.json").write_text(json.dumps(cfg))
+    _trained_by_queue(hub / "new-mocov2")
     (checkout / "docs" / "downstream.md").write_text('folder = "local-dir:hub/old-mocov2"\n')
     _git(checkout, "add", ".")
     _git(checkout, "commit", "-qm", "models")
@@ -282,11 +287,6 @@ def test_a_dominated_model_is_retired_with_its_reason(checkout, monkeypatch):
     hub = checkout / "hub"
     monkeypatch.setattr(zoo_queue, "HUB_OUT", hub)
 
-    def trained_by_queue(folder):
-        cfg = json.loads((folder / "config.json").read_text())
-        cfg["xmoco_zoo"]["training"]["command"] = f"pretrain train.output_dir=runs/zoo/{folder.name}"
-        (folder / "config.json").write_text(json.dumps(cfg))
-
     make_model(hub / "old-mocov2", "mocov2", {"knn": 60.0, "linear": 70.0}, minutes=1.0)
     make_model(hub / "old-mocov2-better-linear", "mocov2", {"knn": 61.0, "linear": 75.0}, minutes=1.0)
     make_model(hub / "old-co2", "co2", {"knn": 50.0, "linear": 60.0}, minutes=1.0)
@@ -296,7 +296,7 @@ def test_a_dominated_model_is_retired_with_its_reason(checkout, monkeypatch):
         {"knn": 66.0, "linear": 72.0, "finetune": 80.0, "semisup_10pct": 75.0},
         minutes=2.0,
     )
-    trained_by_queue(hub / "new-mocov2")
+    _trained_by_queue(hub / "new-mocov2")
     _git(checkout, "add", ".")
     _git(checkout, "commit", "-qm", "models")
     assert zoo_queue.dominated(hub) == [
