@@ -30,6 +30,13 @@ def test_unknown_key_names_the_nearest_valid_one():
         load_config(None, ["train.epochs"])
     with pytest.raises(ConfigError, match="set aug.batched=false"):
         load_config(None, ["aug.batched=true", "data.dataset=imagefolder"])
+    with pytest.raises(
+        ConfigError, match=r"knn.epochs=\[0.0\]: each mark is an epoch count in \(0, train.epochs=3\]"
+    ):
+        load_config(None, ["train.epochs=3", "knn.epochs=[0]"])
+    with pytest.raises(ConfigError, match="knn.epochs"):
+        load_config(None, ["train.epochs=3", "knn.epochs=[1,4]"])
+    assert load_config(None, ["train.epochs=3", "knn.epochs=[0.25,1,3]"]).knn.epochs == [0.25, 1.0, 3.0]
     # A wrong key in a nested section is suggested whatever omegaconf's version (2.3 does not suggest).
     with pytest.raises(ConfigError, match="Did you mean: 'batched'"):
         load_config(None, ["aug.batchd=true"])

@@ -229,6 +229,37 @@ def test_every_method_trains_two_steps_under_bf16_autocast(tmp_path, tiny_args, 
     assert all(torch.isfinite(torch.tensor([v for _, v in vs])).all() for vs in losses.values())
 
 
+def test_knn_at_fractional_epochs_evaluates_mid_epoch_without_changing_training(tmp_path, tiny_args):
+    """A fractional knn.epochs mark (0.5) runs the monitor after that share of the epoch's steps: one more curve
+    point at its training minutes, while the weights stay those of a run without it (the monitor's RNG draws are
+    undone)."""
+    marked, plain = tmp_path / "marked", tmp_path / "plain"
+    proc = run_pretrain(
+        *tiny_args,
+        f"train.output_dir={marked}",
+        "knn.at_start=true",
+        "knn.epochs=[0.5,1.25]",
+        "train.log_every=1",
+    )
+    run_pretrain(*tiny_args, f"train.output_dir={plain}", "knn.at_start=true", "train.log_every=1")
+    log = proc.stdout + proc.stderr
+    assert "epoch 0.50 (step 4): kNN" in log and "epoch 1.25 (step 10): kNN" in log, "8 steps per epoch"
+    curve = json.loads((marked / "backbone" / "config.json").read_text())["xmoco_zoo"]["training"][
+        "knn_curve"
+    ]
+    minutes = [m for m, _ in curve]
+    assert len(curve) == 5 and minutes == sorted(minutes), "init, 0.5, 1, 1.25, 2"
+    logged = [step for step, _ in read_metrics(marked / "metrics.csv")["eval/knn_top1"]]
+    assert logged == [0, 4, 8, 10, 16]
+    a, b = (
+        load_file(str(_ckpt(marked, 2) / "model.safetensors")),
+        load_file(str(_ckpt(plain, 2) / "model.safetensors")),
+    )
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), (
+        "the mid-epoch monitor changed training"
+    )
+
+
 def test_knn_curve_at_chosen_epochs_is_recorded_and_survives_a_resume(tmp_path, tiny_args):
     """knn.epochs adds monitor evaluations to knn.every's; every evaluation's (training minutes, top-1) is kept
     in the checkpoints' train state (so a resumed run keeps the earlier points) and in the export's training

@@ -174,7 +174,7 @@ def test_the_zoo_is_derived_from_the_recipe_search_and_the_comparison(tmp_path, 
         epochs = int(90 / (3.0 * 60 / 50 * (1.0 if family == "mocov2" else ratio[cell])))
         assert f"train.epochs={epochs}" in m.overrides and f"knn.every={epochs}" in m.overrides
         marks = [o for o in m.overrides if o.startswith("knn.epochs=")]
-        powers = [str(2**i) for i in range(epochs.bit_length()) if 2**i < epochs]
+        powers = ["0.125", "0.25", "0.5", *(str(2**i) for i in range(epochs.bit_length()) if 2**i < epochs)]
         assert marks == [f"knn.epochs=[{','.join(powers)}]"] and "knn.at_start=true" in m.overrides
     # the recipe's loss settings are MoCo v2's: another family keeps its own cell's (AMCL has no temperature
     # override, so none comes from the recipe); the queue size is shared

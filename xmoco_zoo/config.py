@@ -171,8 +171,9 @@ class KnnConfig:
     enabled: bool = True
     every: int = 1  # epochs
     # ... and also after these epochs (e.g. [1, 2, 4, 8, 16]: a log-spaced curve of a long run for a few
-    # evaluations; the zoo's models record it, and the zoo's plot draws it against training minutes)
-    epochs: list[int] = field(default_factory=list)
+    # evaluations; the zoo's models record it, and the zoo's plot draws it against training minutes). A fraction
+    # (0.25) evaluates mid-epoch, after step round(0.25 x steps per epoch): the first minutes of a slow epoch.
+    epochs: list[float] = field(default_factory=list)
     at_start: bool = False  # also evaluate the random initialisation before training (the baseline)
     k: int = 200
     temperature: float = 0.1
@@ -353,6 +354,11 @@ def validate(cfg: Config) -> None:
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:
             raise ConfigError(f"{section}.{key}={value!r} is not one of {list(allowed)}")
+    if any(not 0 < e <= cfg.train.epochs for e in cfg.knn.epochs):
+        raise ConfigError(
+            f"knn.epochs={list(cfg.knn.epochs)}: each mark is an epoch count in (0, train.epochs="
+            f"{cfg.train.epochs}] (a fraction such as 0.25 evaluates mid-epoch)"
+        )
     a = cfg.aug
     if len(a.mean) != len(a.std):
         raise ConfigError(f"aug.mean has {len(a.mean)} values but aug.std has {len(a.std)}")

@@ -155,6 +155,14 @@ class Run:
         return min(self.cfg.train.epochs, self.cfg.train.stop_after_epoch or self.cfg.train.epochs)
 
     @property
+    def knn_mid_steps(self) -> set[int]:
+        """The global steps after which the kNN monitor runs mid-epoch: knn.epochs' fractional marks."""
+        if self.knn_loaders is None:
+            return set()
+        marks = (round(e * self.steps_per_epoch) for e in self.cfg.knn.epochs)
+        return {step for step in marks if step % self.steps_per_epoch}
+
+    @property
     def max_steps_reached(self) -> bool:
         return self.state.step >= (self.cfg.train.max_steps or math.inf)
 
@@ -581,6 +589,7 @@ def train_epoch(run: Run) -> bool:
     cfg, accelerator, state = run.cfg, run.accelerator, run.state
     epoch = state.epoch
     window, bad_images, stopped = LogWindow(), 0.0, False
+    mid_steps = run.knn_mid_steps
     started = time.perf_counter()
     bar = tqdm(
         epoch_batches(run),
@@ -601,6 +610,11 @@ def train_epoch(run: Run) -> bool:
         if state.step % cfg.train.log_every == 0 or state.step == run.total_steps:
             accelerator.log(window.logs(step, epoch, run.total_batch), step=state.step)
             window = LogWindow()
+        if state.step in mid_steps and not step.stop:
+            # the monitor's minutes are not training minutes: restart the epoch's clock after it
+            state.train_seconds += time.perf_counter() - started
+            mid_epoch_knn(run)
+            started = time.perf_counter()
         if run.max_steps_reached:
             break
         if step.stop:
@@ -677,6 +691,24 @@ def end_of_epoch(run: Run, stopped: bool) -> None:
     path = run.save()
     if stopped or any_process(accelerator, run.stop.requested):  # SIGTERM during the kNN or the save
         raise interrupted(run, path)
+
+
+def mid_epoch_knn(run: Run) -> None:
+    """The kNN monitor after a fractional knn.epochs mark: a curve point (training minutes, top-1), logged.
+
+    It leaves training as it found it: torch's RNG (iterating the monitor's loaders draws from it) is restored
+    after it, so a run with mid-epoch marks trains the same steps as one without, and a resumed run the same as an
+    uninterrupted one. The step's result does not replace the kNN record of the last whole epoch."""
+    cfg, accelerator, state = run.cfg, run.accelerator, run.state
+    broadcast_norm_buffers(run.method)
+    with torch.random.fork_rng(devices=[accelerator.device] if accelerator.device.type == "cuda" else []):
+        top1 = knn_monitor(accelerator, run.method.backbone, run.knn_loaders, cfg)
+    accelerator.log({"eval/knn_top1": top1}, step=state.step)
+    state.knn_curve.append([state.train_seconds / 60, top1])
+    accelerator.print(
+        f"epoch {state.epoch + state.epoch_step / run.steps_per_epoch:.2f} (step {state.step}): kNN top-1 "
+        f"{top1:.2f}% (k={cfg.knn.k}, t={cfg.knn.temperature})"
+    )
 
 
 def interrupted(run: Run, path: Path) -> TrainingInterrupted:
