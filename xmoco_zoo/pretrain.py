@@ -680,13 +680,7 @@ def end_of_epoch(run: Run, stopped: bool) -> None:
         or state.epoch == run.stop_epoch
         or run.max_steps_reached
     ):
-        broadcast_norm_buffers(run.method)  # rank 0's BN statistics on every rank: one model is evaluated
-        state.knn_top1 = knn_monitor(accelerator, run.method.backbone, run.knn_loaders, cfg)
-        accelerator.log({"eval/knn_top1": state.knn_top1}, step=state.step)
-        state.knn_curve.append([state.train_seconds / 60, state.knn_top1])
-        accelerator.print(
-            f"epoch {state.epoch}: kNN top-1 {state.knn_top1:.2f}% (k={cfg.knn.k}, t={cfg.knn.temperature})"
-        )
+        state.knn_top1 = curve_point(run, f"epoch {state.epoch}")
         run.results = [knn_record(cfg, state.knn_top1, state.knn_init, state.epoch, run.knn_loaders)]
     path = run.save()
     if stopped or any_process(accelerator, run.stop.requested):  # SIGTERM during the kNN or the save
@@ -699,16 +693,22 @@ def mid_epoch_knn(run: Run) -> None:
     It leaves training as it found it: torch's RNG (iterating the monitor's loaders draws from it) is restored
     after it, so a run with mid-epoch marks trains the same steps as one without, and a resumed run the same as an
     uninterrupted one. The step's result does not replace the kNN record of the last whole epoch."""
+    state, device = run.state, run.accelerator.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        curve_point(
+            run, f"epoch {state.epoch + state.epoch_step / run.steps_per_epoch:.2f} (step {state.step})"
+        )
+
+
+def curve_point(run: Run, when: str) -> float:
+    """The kNN monitor now: logged, printed, and appended to the curve at the training minutes so far."""
     cfg, accelerator, state = run.cfg, run.accelerator, run.state
-    broadcast_norm_buffers(run.method)
-    with torch.random.fork_rng(devices=[accelerator.device] if accelerator.device.type == "cuda" else []):
-        top1 = knn_monitor(accelerator, run.method.backbone, run.knn_loaders, cfg)
+    broadcast_norm_buffers(run.method)  # rank 0's BN statistics on every rank: one model is evaluated
+    top1 = knn_monitor(accelerator, run.method.backbone, run.knn_loaders, cfg)
     accelerator.log({"eval/knn_top1": top1}, step=state.step)
     state.knn_curve.append([state.train_seconds / 60, top1])
-    accelerator.print(
-        f"epoch {state.epoch + state.epoch_step / run.steps_per_epoch:.2f} (step {state.step}): kNN top-1 "
-        f"{top1:.2f}% (k={cfg.knn.k}, t={cfg.knn.temperature})"
-    )
+    accelerator.print(f"{when}: kNN top-1 {top1:.2f}% (k={cfg.knn.k}, t={cfg.knn.temperature})")
+    return top1
 
 
 def interrupted(run: Run, path: Path) -> TrainingInterrupted:
