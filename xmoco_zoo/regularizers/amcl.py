@@ -55,7 +55,7 @@ class AMCLConfig:
     config.yaml and the model card.
     """
 
-    form: str = "posterior"  # the only form that trains on Fashion-MNIST (docs/results/methods_fmnist.md)
+    form: str = "posterior"  # the form that trains best on Fashion-MNIST (docs/results/methods_fmnist.md)
     heads: int = 3  # H; head 0 is the base's projector, the others get their own momentum copy and queue
     # The loss scale. likelihood: ℓ's gradients are ~2/τ per head, summed over H heads, about 30x InfoNCE's at the
     # same lr; 0.03 was the best of {1, 0.1, 0.03} in 120-step Fashion-MNIST probes (docs/methods.md).
