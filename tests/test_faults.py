@@ -136,6 +136,21 @@ def test_sigterm_writes_a_mid_epoch_checkpoint_and_resume_continues_at_the_next_
     assert _summary(out) == _summary(reference)
 
 
+def test_sigterm_at_a_mid_epoch_knn_mark_evaluates_it_on_resume(tmp_path, reference):
+    """SIGTERM after step 12, the step of the fractional kNN mark 1.5 (8 steps per epoch): the monitor is skipped
+    to stop at once, and the resumed run evaluates that mark before its next batch. With the monitor's RNG draws
+    undone, it ends bitwise where the reference run (no mark, never interrupted) ends."""
+    out = tmp_path / "run"
+    args = [f"train.output_dir={out}", "knn.epochs=[1.5]"]
+    p = _run(*args, hooks={"XMOCO_TEST_SIGNAL_AT_STEP": "12:TERM"})
+    assert p.returncode == 143 and "epoch 1.50" not in p.stdout, p.stderr[-3000:]
+    p = _ok(_run(*args, "--resume"))
+    assert "epoch 1.50 (step 12): kNN" in p.stdout and p.stdout.count("kNN top-1") == 2, (
+        "the mark, then epoch 2"
+    )
+    _assert_same_training_state(reference / "checkpoints/epoch_0002", out / "checkpoints/epoch_0002")
+
+
 def _copy_first_epoch(reference, out):
     (out / "checkpoints").mkdir(parents=True)
     shutil.copytree(reference / "checkpoints/epoch_0001", out / "checkpoints/epoch_0001")

@@ -155,12 +155,12 @@ class Run:
         return min(self.cfg.train.epochs, self.cfg.train.stop_after_epoch or self.cfg.train.epochs)
 
     @property
-    def knn_mid_steps(self) -> set[int]:
-        """The global steps after which the kNN monitor runs mid-epoch: knn.epochs' fractional marks."""
+    def knn_marks(self) -> set[tuple[int, int]]:
+        """knn.epochs as (epoch, batches into it) after which the kNN monitor runs: (n, 0) is the end of epoch n,
+        (0, 117) half of the first epoch of 234 batches. A mark is rounded to the nearest batch."""
         if self.knn_loaders is None:
             return set()
-        marks = (round(e * self.steps_per_epoch) for e in self.cfg.knn.epochs)
-        return {step for step in marks if step % self.steps_per_epoch}
+        return {divmod(round(e * self.steps_per_epoch), self.steps_per_epoch) for e in self.cfg.knn.epochs}
 
     @property
     def max_steps_reached(self) -> bool:
@@ -589,7 +589,10 @@ def train_epoch(run: Run) -> bool:
     cfg, accelerator, state = run.cfg, run.accelerator, run.state
     epoch = state.epoch
     window, bad_images, stopped = LogWindow(), 0.0, False
-    mid_steps = run.knn_mid_steps
+    marks = run.knn_marks
+    if state.epoch_step and (epoch, state.epoch_step) in marks:
+        # resumed from the checkpoint SIGTERM wrote at a mark's step, where the monitor was skipped
+        mid_epoch_knn(run)
     started = time.perf_counter()
     bar = tqdm(
         epoch_batches(run),
@@ -610,11 +613,13 @@ def train_epoch(run: Run) -> bool:
         if state.step % cfg.train.log_every == 0 or state.step == run.total_steps:
             accelerator.log(window.logs(step, epoch, run.total_batch), step=state.step)
             window = LogWindow()
-        if state.step in mid_steps and not step.stop:
-            # the monitor's minutes are not training minutes: restart the epoch's clock after it
-            state.train_seconds += time.perf_counter() - started
+        if (epoch, state.epoch_step) in marks and not (step.stop or run.max_steps_reached):
+            # the monitor's time is not training time: restart the epoch's clock (and the throughput's) after it
+            paused = time.perf_counter()
+            state.train_seconds += paused - started
             mid_epoch_knn(run)
             started = time.perf_counter()
+            window.start += started - paused
         if run.max_steps_reached:
             break
         if step.stop:
@@ -676,7 +681,7 @@ def end_of_epoch(run: Run, stopped: bool) -> None:
     state.epoch_step = 0
     if run.knn_loaders is not None and (
         state.epoch % cfg.knn.every == 0
-        or state.epoch in cfg.knn.epochs
+        or (state.epoch, 0) in run.knn_marks
         or state.epoch == run.stop_epoch
         or run.max_steps_reached
     ):
