@@ -188,6 +188,12 @@ def sentences(records: list[dict], bases: dict[str, list[str]]) -> str:
         other = _gap(cell, best, cells, "knn") if best else None
         if other is not None:  # a base that is not the best MoCo v2: say how it fares against that one too
             text += f"; against the best MoCo v2 (`{best}`) it {_against(other)}"
+        mean_knn = _stats(cells[cell], "knn")[0]
+        if mean_knn < FLOOR["knn"]:  # compare_methods.learned_nothing: no equal-time cell
+            text += (
+                f"; below raw pixels ({mean_knn:.2f} against {FLOOR['knn']:.2f} kNN), it learned nothing, so it "
+                "gets no equal-time cell"
+            )
         timed = next((c for c in cells if c.startswith(f"{cell}@")), None)
         if timed and bases.get(timed):
             t = _gap(timed, bases[timed][0], cells, "knn")

@@ -225,11 +225,15 @@ def test_one_sentence_per_method_from_the_records():
         + _cell("xmoco", [79.0, 79.4, 79.1], [82.0, 82.1, 82.2])
         + _cell("mocov3", [80.6, 80.4], [83.1, 83.3])
         + _cell("co2@5ep", [78.0, 78.2, 78.1], [83.0, 83.1, 83.2])
+        + _cell("amcl_likelihood", [60.0, 61.0, 62.0], [70.0, 70.5, 71.0])
     )
     records += _cell("mocov2", [78.0, 78.1, 78.2], [82.0, 82.1, 82.2])
     bases = {"co2": ["mocov2_tuned", "mocov2"], "xmoco": ["mocov2", "mocov2_tuned"], "mocov3": ["mocov2_tuned"],
-             "co2@5ep": ["mocov2_tuned"]}  # fmt: skip
-    co2, xmoco, v3 = compare_report.sentences(records, bases).splitlines()
+             "co2@5ep": ["mocov2_tuned"], "amcl_likelihood": ["mocov2"]}  # fmt: skip
+    co2, xmoco, likelihood, v3 = compare_report.sentences(records, bases).splitlines()
+    assert likelihood.endswith(
+        "; below raw pixels (61.00 against 78.85 kNN), it learned nothing, so it gets no equal-time cell."
+    ) and likelihood.startswith("- **AMCL, likelihood form** loses to its base (`mocov2`)")
     assert co2 == (
         "- **CO2** beats its base (`mocov2_tuned`) at equal epochs: kNN +1.30 points (beyond the seeds' spread of "
         "0.20), linear probe +0.00 (within 0.20); it reaches the papers' 1-point goal; in the same training "
