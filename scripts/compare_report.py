@@ -215,29 +215,62 @@ def _between(text: str, markers: tuple[str, str], body: str) -> str:
     return head + begin + "\n" + body + "\n" + end + rest.split(end, 1)[1]
 
 
+CHART_ORDER = [  # the chart's rows, top to bottom: the bases, then the methods
+    "mocov2",
+    "mocov2_tuned",
+    "mocov2_sym",
+    "mocov2_sym_tuned",
+    "mocov3",
+    "co2",
+    "xmoco",
+    "amcl",
+    "amcl_authors",
+    "amcl_likelihood",
+]
+
+
 def bar_chart(records: list[dict], order: list[str], out: Path) -> None:
+    """Horizontal bars, one row per cell (mean ± std, dots: seeds), kNN and linear side by side: equal-epoch cells
+    in blue, equal-time cells (``<cell>@<E>ep``) in orange. The axis starts a few points below raw pixels; a cell
+    below the axis (a collapse) is drawn as its figure in text at the left edge."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cells = sorted(_cells(records, "test").items(), key=lambda kv: _position(order, kv[0]))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    def place(cell: str) -> tuple[int, int, int]:  # the bases first, then each method; its time cell under it
+        name = cell.split("@")[0]
+        return _position(CHART_ORDER, name), _position(order, name), "@" in cell
+
+    cells = sorted(_cells(records, "test").items(), key=lambda kv: place(kv[0]))
+    names = [c for c, _ in cells]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.9 + 0.32 * len(cells)), sharey=True)
     for ax, key in zip(axes, ("knn", "linear")):
-        names = [c for c, _ in cells]
-        means = [statistics.mean(r[key] for r in rs) for _, rs in cells]
-        stds = [statistics.stdev([r[key] for r in rs]) if len(rs) > 1 else 0.0 for _, rs in cells]
-        ax.bar(names, means, yerr=stds, capsize=4, color="tab:blue")
-        for i, (_, rs) in enumerate(cells):
-            ax.scatter([i] * len(rs), [r[key] for r in rs], color="black", s=8, zorder=3)
-        ax.axhline(FLOOR[key], color="tab:red", ls="--", lw=1, label="raw pixels")
-        ax.set_ylim(min(means + [FLOOR[key]]) - 3, max(means + [FLOOR[key]]) + 2)
+        values = [[r[key] for r in rs] for _, rs in cells]
+        means = [statistics.mean(v) for v in values]
+        stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
+        lo, hi = FLOOR[key] - 4, max(means + [FLOOR[key]]) + 1.5
+        ys = range(len(cells))
+        colors = ["tab:orange" if "@" in n else "tab:blue" for n in names]
+        ax.barh(ys, [m - lo for m in means], left=lo, xerr=stds, color=colors, capsize=3, height=0.7)
+        for y, v, m, sd in zip(ys, values, means, stds):
+            ax.scatter(v, [y] * len(v), color="black", s=8, zorder=3)
+            if m < lo:
+                ax.text(lo + 0.2, y, f"{m:.2f} ± {sd:.2f} (below the axis)", va="center", fontsize=7)
+        ax.axvline(FLOOR[key], color="tab:red", ls="--", lw=1, label="raw pixels")
+        ax.set_xlim(lo, hi)
+        ax.set_yticks(list(ys), names, fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
         ax.set_title(
-            f"{'kNN' if key == 'knn' else 'linear probe'}, test (mean ± std; dots: seeds)", fontsize=9
+            f"{'kNN' if key == 'knn' else 'linear probe'}, Fashion-MNIST test (mean ± std, dots: seeds)",
+            fontsize=9,
         )
-        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    axes[0].invert_yaxis()  # shared: the first cell on top
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ("tab:blue", "tab:orange")]
+    handles.append(plt.Line2D([0], [0], color="tab:red", ls="--", lw=1))
+    labels = ["6 epochs", "MoCo v2's 6 epochs' minutes (equal time)", "raw pixels"]
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=3, frameon=False)
+    fig.tight_layout(rect=(0, 0.3 / (0.9 + 0.32 * len(cells)), 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
 
