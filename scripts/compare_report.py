@@ -70,6 +70,7 @@ def table(records: list[dict], order: list[str]) -> str:
 
 VERDICTS = "<!-- verdicts: begin -->", "<!-- verdicts: end -->"
 GOAL = 1.0  # issue 14's bar: a regularizer beats its base by at least this many kNN points (mean of 3 seeds)
+REFERENCE_EPOCHS = 6  # the equal-epochs budget (compare_methods.REFERENCE_EPOCHS)
 REGULARIZERS = (
     "co2",
     "xmoco",
@@ -156,10 +157,17 @@ def _against(gap: tuple[float, float, str]) -> str:
     )
 
 
-def sentences(records: list[dict], bases: dict[str, list[str]]) -> str:
+def sentences(records: list[dict], bases: dict[str, list[str]], cost: dict | None = None) -> str:
     """One plain sentence per method (``TITLES``): at equal epochs, does it beat its own base beyond the seeds'
     spread, and by how much (kNN, then the linear probe); at equal training time, against the best MoCo v2 in
-    the same minutes; for a regularizer, whether it reaches the 1-point goal. Cells still running say so."""
+    the same minutes; for a regularizer, whether it reaches the 1-point goal. Cells still running say so.
+    ``cost``: benchmarks/cell_cost.py's measurement (cell_cost.json), which says which cells' 6 epochs already
+    take MoCo v2's minutes (their equal-epoch verdict is also their equal-time one)."""
+    own_time = {
+        c: (cost or {}).get("ratio_to_mocov2", {}).get(c)
+        for c, e in (cost or {}).get("equal_time_epochs", {}).items()
+        if e == REFERENCE_EPOCHS
+    }
     cells = _cells(records, "test")
     lines = []
     for cell, title in TITLES.items():
@@ -193,6 +201,11 @@ def sentences(records: list[dict], bases: dict[str, list[str]]) -> str:
             text += (
                 f"; below raw pixels ({mean_knn:.2f} against {FLOOR['knn']:.2f} kNN), it learned nothing, so it "
                 "gets no equal-time cell"
+            )
+        elif own_time.get(cell):
+            text += (
+                f"; its step costs {own_time[cell]:.2f}x MoCo v2's, so its {REFERENCE_EPOCHS} epochs also take MoCo "
+                "v2's minutes: the same verdict per minute"
             )
         timed = next((c for c in cells if c.startswith(f"{cell}@")), None)
         if timed and bases.get(timed):
@@ -346,7 +359,9 @@ def report(out_dir: Path, runs: list, bases: dict[str, list[str]] | None = None)
     page = out_dir.parent / "methods_fmnist.md"
     text = page.read_text()
     new = _between(_between(text, (BEGIN, END), md), VERDICTS, said)
-    new = _between(new, SENTENCES, sentences(records, bases or {}))
+    cost_file = out_dir / "cell_cost.json"
+    cost = json.loads(cost_file.read_text()) if cost_file.is_file() else None
+    new = _between(new, SENTENCES, sentences(records, bases or {}, cost))
     if new != text:
         page.write_text(new)
     images = out_dir.parent.parent / "images"

@@ -230,7 +230,8 @@ def test_one_sentence_per_method_from_the_records():
     records += _cell("mocov2", [78.0, 78.1, 78.2], [82.0, 82.1, 82.2])
     bases = {"co2": ["mocov2_tuned", "mocov2"], "xmoco": ["mocov2", "mocov2_tuned"], "mocov3": ["mocov2_tuned"],
              "co2@5ep": ["mocov2_tuned"], "amcl_likelihood": ["mocov2"]}  # fmt: skip
-    co2, xmoco, likelihood, v3 = compare_report.sentences(records, bases).splitlines()
+    cost = {"ratio_to_mocov2": {"xmoco": 1.07, "co2": 1.2}, "equal_time_epochs": {"xmoco": 6, "co2": 5}}
+    co2, xmoco, likelihood, v3 = compare_report.sentences(records, bases, cost).splitlines()
     assert likelihood.endswith(
         "; below raw pixels (61.00 against 78.85 kNN), it learned nothing, so it gets no equal-time cell."
     ) and likelihood.startswith("- **AMCL, likelihood form** loses to its base (`mocov2`)")
@@ -243,5 +244,8 @@ def test_one_sentence_per_method_from_the_records():
         xmoco.startswith("- **XMoCo** beats its base (`mocov2`)")
         and "it reaches the papers' 1-point goal" in xmoco
     )
-    assert xmoco.endswith("; against the best MoCo v2 (`mocov2_tuned`) it ties with it (-0.03 kNN points).")
+    assert xmoco.endswith(
+        "; against the best MoCo v2 (`mocov2_tuned`) it ties with it (-0.03 kNN points); its step costs 1.07x "
+        "MoCo v2's, so its 6 epochs also take MoCo v2's minutes: the same verdict per minute."
+    ), "its 6 epochs are its equal-time budget: it has no time cell"
     assert v3 == "- **MoCo v3**: not measured yet (2 of 3 seeds; its base `mocov2_tuned`: 3)."
