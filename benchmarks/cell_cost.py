@@ -3,10 +3,13 @@
 The method comparison's second budget is equal training wall-clock (docs/results/methods_fmnist.md): a method
 whose step costs r times MoCo v2's trains round(6 / r) epochs where MoCo v2 trains 6. This script measures r for
 each cell exactly as ``recipes/pretrain.py`` trains it: each cell's run is built by the loop's own ``setup`` from
-its config (Fashion-MNIST, resnet10t at half width, batch 256, the batched augmentations) and timed through the
-loop's own ``train_step`` on the same real uint8 batch: views, forward, backward, grad clip, optimizer, momentum
-update, enqueue and the per-step reduction. Interleaved rounds (every cell once per round, rotated order),
-medians, ratios to MoCo v2. The kNN monitor (the same for every method) and data loading are not in the step.
+its config (Fashion-MNIST, resnet10t at half width, batch 256, the batched augmentations) and timed as the loop
+takes a step: the next batch from the run's own loader, then the loop's own ``train_step`` (views, forward,
+backward, grad clip, optimizer, momentum update, enqueue and the per-step reduction). Equal training time means
+equal wall-clock, so the batch's loading, the same for every method, is in every cell's step: left out, it would
+inflate every ratio (on 2026-12-02 it was: MoCo v2's step 0.26 s without it against 0.33 s in its runs). Each
+round times ``--steps`` consecutive steps of every cell (rotated order), so a cell's steps follow its own, as in
+a run; medians per step, ratios to MoCo v2. The kNN monitor (the same for every method) is not in the step.
 
     python benchmarks/cell_cost.py --threads 2                        # every cell, 15 rounds
     python benchmarks/cell_cost.py --threads 2 --json docs/results/methods_fmnist/cell_cost.json
@@ -69,8 +72,13 @@ def build(config: str, overrides: list[str], out: Path):
     cfg = load_config(str(ROOT / config), [*overrides, f"train.output_dir={out}", "train.trackers=[]"])
     stop = StopOnSigterm()
     run = setup(cfg, stop)
-    images, labels = next(iter(run.loader))
-    return run, images, labels
+    return run, _batches(run.loader)
+
+
+def _batches(loader):
+    """The loader's batches, epoch after epoch (the sampler's epoch is not advanced: the order is irrelevant here)."""
+    while True:
+        yield from loader
 
 
 def main(argv=None) -> dict:
@@ -78,6 +86,7 @@ def main(argv=None) -> dict:
     p.add_argument("--cells", nargs="+", help="cells to time (default: all)")
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--steps", type=int, default=5, help="consecutive steps of a cell per round (default: 5)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--json", help="also write the results here")
     p.add_argument(
@@ -108,10 +117,13 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         runs = {n: build(*table[n], Path(tmp) / n) for n in names}
 
-        def timed(run, images, labels) -> float:
+        def timed(run, batches) -> float:
+            """Seconds per step of ``--steps`` consecutive loop steps: load the next batch, train on it."""
             t0 = time.perf_counter()
-            train_step(run, images, labels)
-            return time.perf_counter() - t0
+            for _ in range(args.steps):
+                images, labels = next(batches)
+                train_step(run, images, labels)
+            return (time.perf_counter() - t0) / args.steps
 
         med = interleaved_medians(
             {n: (lambda r=r: timed(*r)) for n, r in runs.items()}, args.rounds, args.warmup
@@ -124,7 +136,7 @@ def main(argv=None) -> dict:
     )
     result = {
         "machine": f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}",
-        "setting": f"{what}, rounds {args.rounds}",
+        "setting": f"{what}, rounds {args.rounds} of {args.steps} steps, the batch's loading included",
         "baseline": baseline,
         "median_step_s": med,
         "ratio_to_mocov2": ratios,

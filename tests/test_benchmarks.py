@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from .conftest import ROOT
 
@@ -232,3 +233,21 @@ def test_cell_cost_times_a_table_of_runs_against_its_baseline(tmp_path):
     assert r["ratio_to_mocov2"]["co2-x"] > 0 and table.name in r["setting"]
     with pytest.raises(SystemExit, match="baseline 'mocov2' is not among"):
         cell_cost.main(args)
+
+
+def test_cell_cost_times_the_loops_step_with_a_fresh_batch_each_time(tmp_path, monkeypatch):
+    """Every timed step loads the next batch from the run's own loader (equal time is equal wall-clock: loading
+    is part of a step), ``--steps`` consecutive steps of a cell per round."""
+    from .conftest import TINY
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import cell_cost
+
+    table = {"mocov2": ("recipes/configs/mocov2_fmnist.yaml", list(TINY))}
+    monkeypatch.setattr(cell_cost, "cells", lambda: table)
+    seen = []
+    monkeypatch.setattr(cell_cost, "train_step", lambda run, images, labels: seen.append(images))
+    cell_cost.main(["--threads", "1", "--rounds", "2", "--warmup", "1", "--steps", "3"])
+    assert len(seen) == (1 + 2) * 3
+    assert all(x.dtype == torch.uint8 for x in seen)  # the loader's raw batches (aug.batched)
+    assert not any(torch.equal(seen[i], seen[i + 1]) for i in range(len(seen) - 1))  # each step its own batch
