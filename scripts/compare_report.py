@@ -68,6 +68,36 @@ def table(records: list[dict], order: list[str]) -> str:
     return "\n".join(lines)
 
 
+COMMANDS = "<!-- cell commands: begin -->", "<!-- cell commands: end -->"
+
+
+def _settings(command: str) -> str:
+    """A record's pretraining command as a user types it: ``recipes/pretrain.py --config ...`` and the overrides,
+    without the launcher's flags and the per-run seed and output directory."""
+    args = command.split()
+    start = next((i for i, a in enumerate(args) if a.endswith("recipes/pretrain.py")), 0)
+    kept = [a for a in args[start:] if not a.startswith(("train.seed=", "train.output_dir="))]
+    return " ".join(["recipes/pretrain.py", *kept[1:]])
+
+
+def commands(records: list[dict], order: list[str]) -> str:
+    """Markdown: how each test cell trains (the same command for every seed but ``train.seed``), with its mean
+    training minutes, so a user can train any cell, the tuned ones included, without reading the queue."""
+    lines = ["| cell | train with (`accelerate launch ...` or `python ...`; add `train.seed=S`) | training minutes |",
+             "|---|---|---|"]  # fmt: skip
+    for cell, rs in sorted(_cells(records, "test").items(), key=lambda kv: _position(order, kv[0])):
+        rs = sorted(rs, key=lambda r: r["seed"])
+        said = {_settings(r["pretrain_command"]) for r in rs if r.get("pretrain_command")}
+        if not said:
+            continue
+        if len(said) > 1:  # the seeds of one cell must share their settings; say so rather than pick one
+            raise ValueError(f"cell {cell}: its seeds were trained with different settings: {sorted(said)}")
+        minutes = [r["train_minutes"] for r in rs if r.get("train_minutes") is not None]
+        spent = f"{statistics.mean(minutes):.1f}" if minutes else ""
+        lines.append(f"| {cell} | `{said.pop()}` | {spent} |")
+    return "\n".join(lines)
+
+
 VERDICTS = "<!-- verdicts: begin -->", "<!-- verdicts: end -->"
 GOAL = 1.0  # issue 14's bar: a regularizer beats its base by at least this many kNN points (mean of 3 seeds)
 REFERENCE_EPOCHS = 6  # the equal-epochs budget (compare_methods.REFERENCE_EPOCHS)
@@ -359,6 +389,8 @@ def report(out_dir: Path, runs: list, bases: dict[str, list[str]] | None = None)
     page = out_dir.parent / "methods_fmnist.md"
     text = page.read_text()
     new = _between(_between(text, (BEGIN, END), md), VERDICTS, said)
+    if COMMANDS[0] in text:
+        new = _between(new, COMMANDS, commands(records, order))
     cost_file = out_dir / "cell_cost.json"
     cost = json.loads(cost_file.read_text()) if cost_file.is_file() else None
     new = _between(new, SENTENCES, sentences(records, bases or {}, cost))

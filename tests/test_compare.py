@@ -4,6 +4,8 @@ import json
 import statistics
 import sys
 
+import pytest
+
 from .conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -249,3 +251,25 @@ def test_one_sentence_per_method_from_the_records():
         "MoCo v2's, so its 6 epochs also take MoCo v2's minutes: the same verdict per minute."
     ), "its 6 epochs are its equal-time budget: it has no time cell"
     assert v3 == "- **MoCo v3**: not measured yet (2 of 3 seeds; its base `mocov2_tuned`: 3)."
+
+
+def test_each_cell_is_listed_with_its_command_as_a_user_types_it():
+    launch = "accelerate launch --num_processes 1 --num_cpu_threads_per_process 2 recipes/pretrain.py"
+    records = [
+        {"id": f"c-e6-s{s}", "cell": "c", "kind": "test", "seed": s, "knn": 80.0, "linear": 83.0,
+         "train_minutes": m,
+         "pretrain_command": f"{launch} --config recipes/configs/co2_fmnist.yaml method.co2.weight=0.1 "
+                             f"train.seed={s} train.output_dir=runs/compare/c-e6-s{s}"}
+        for s, m in [(0, 7.0), (1, 8.0)]
+    ] + [{"id": "old-e6-s0", "cell": "old", "kind": "test", "seed": 0, "knn": 79.0, "linear": 83.0}]  # fmt: skip
+    md = compare_report.commands(records, ["c", "old"])
+    # the launcher's flags, the seed and the output directory are not the cell's settings; minutes are the mean
+    assert (
+        "| c | `recipes/pretrain.py --config recipes/configs/co2_fmnist.yaml method.co2.weight=0.1` | 7.5 |"
+        in md
+    )
+    assert "| old |" not in md  # a record without its command is not guessed at
+    # seeds of one cell trained with different settings are an error, not a silent pick
+    records[1]["pretrain_command"] = records[1]["pretrain_command"].replace("weight=0.1", "weight=0.3")
+    with pytest.raises(ValueError, match="cell c: its seeds were trained with different settings"):
+        compare_report.commands(records, ["c"])
