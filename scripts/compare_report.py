@@ -30,6 +30,12 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
+def _superseded(cell: str, order: list[str]) -> str:
+    """The cell's name, marked when it is an equal-time cell the queue no longer has: its epochs came from an
+    earlier measurement of the step costs (cell_cost.json), and the queue's current cell replaces it."""
+    return f"{cell} (superseded)" if "@" in cell and order and cell not in order else cell
+
+
 def table(records: list[dict], order: list[str]) -> str:
     """Markdown: one row per test cell (mean ± sample std over seeds), then the held-out probes."""
     lines = [
@@ -40,7 +46,7 @@ def table(records: list[dict], order: list[str]) -> str:
         rs = sorted(rs, key=lambda r: r["seed"])
         knn, lin = [r["knn"] for r in rs], [r["linear"] for r in rs]
         lines.append(
-            f"| {cell} | {', '.join(str(r['seed']) for r in rs)} | {_mean_std(knn)} | {_mean_std(lin)} | "
+            f"| {_superseded(cell, order)} | {', '.join(str(r['seed']) for r in rs)} | {_mean_std(knn)} | {_mean_std(lin)} | "
             f"{', '.join(f'{v:.2f}' for v in knn)} | {', '.join(f'{v:.2f}' for v in lin)} |"
         )
     lines.append(f"| raw pixels (the floor) | | {FLOOR['knn']:.2f} | {FLOOR['linear']:.2f} | | |")
@@ -237,11 +243,14 @@ def sentences(records: list[dict], bases: dict[str, list[str]], cost: dict | Non
                 f"; its step costs {own_time[cell]:.2f}x MoCo v2's, so its {REFERENCE_EPOCHS} epochs also take MoCo "
                 "v2's minutes: the same verdict per minute"
             )
-        timed = next((c for c in cells if c.startswith(f"{cell}@")), None)
-        if timed and bases.get(timed):
+        # the equal-time cell the queue has now (a cell timed by an earlier cost measurement is superseded)
+        timed = next((c for c in bases if c.startswith(f"{cell}@")), None)
+        if timed:
             t = _gap(timed, bases[timed][0], cells, "knn")
-            if t is not None:
-                epochs = timed.split("@", 1)[1]
+            epochs = timed.split("@", 1)[1]
+            if t is None:
+                text += f"; in the same training minutes ({epochs}): not measured yet"
+            else:
                 text += (
                     f"; in the same training minutes ({epochs} against `{bases[timed][0]}`'s 6 epochs) it "
                     f"{_against(t)}"
@@ -285,7 +294,8 @@ def bar_chart(records: list[dict], order: list[str], out: Path) -> None:
         name = cell.split("@")[0]
         return _position(CHART_ORDER, name), _position(order, name), "@" in cell
 
-    cells = sorted(_cells(records, "test").items(), key=lambda kv: place(kv[0]))
+    current = {c: rs for c, rs in _cells(records, "test").items() if not _superseded(c, order).endswith(")")}
+    cells = sorted(current.items(), key=lambda kv: place(kv[0]))
     names = [c for c, _ in cells]
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.9 + 0.32 * len(cells)), sharey=True)
     for ax, key in zip(axes, ("knn", "linear")):

@@ -251,6 +251,13 @@ def test_one_sentence_per_method_from_the_records():
         "MoCo v2's, so its 6 epochs also take MoCo v2's minutes: the same verdict per minute."
     ), "its 6 epochs are its equal-time budget: it has no time cell"
     assert v3 == "- **MoCo v3**: not measured yet (2 of 3 seeds; its base `mocov2_tuned`: 3)."
+    # a newer cost measurement moved CO2's equal-time cell to 4 epochs: the sentence follows the queue's cell,
+    # not the superseded one whose records remain
+    bases["co2@4ep"] = bases.pop("co2@5ep")
+    co2 = compare_report.sentences(records, bases, cost).splitlines()[0]
+    assert co2.endswith("; in the same training minutes (4ep): not measured yet.")
+    md = compare_report.table(records, ["mocov2", "mocov2_tuned", "co2", "co2@4ep"])
+    assert "| co2@5ep (superseded) | 0, 1, 2 |" in md and "| co2 | 0, 1, 2 |" in md
 
 
 def test_each_cell_is_listed_with_its_command_as_a_user_types_it():
