@@ -6,10 +6,11 @@ each cell exactly as ``recipes/pretrain.py`` trains it: each cell's run is built
 its config (Fashion-MNIST, resnet10t at half width, batch 256, the batched augmentations) and timed as the loop
 takes a step: the next batch from the run's own loader, then the loop's own ``train_step`` (views, forward,
 backward, grad clip, optimizer, momentum update, enqueue and the per-step reduction). Equal training time means
-equal wall-clock, so the batch's loading, the same for every method, is in every cell's step: left out, it would
-inflate every ratio (on 2026-12-02 it was: MoCo v2's step 0.26 s without it against 0.33 s in its runs). Each
-round times ``--steps`` consecutive steps of every cell (rotated order), so a cell's steps follow its own, as in
-a run; medians per step, ratios to MoCo v2. The kNN monitor (the same for every method) is not in the step.
+equal wall-clock, so the batch's loading, the same for every method, is in every cell's step (on Fashion-MNIST it
+is small: MoCo v2's step measured 0.26 s with it and without). Each round times ``--steps`` consecutive steps of
+every cell (rotated order), so a cell's steps follow its own, as in a run: timing one step of each of nine models
+in turn had inflated AMCL's steps (docs/changelog.md, 2026-12-05). Medians per step, ratios to MoCo v2. The kNN
+monitor (the same for every method) is not in the step.
 
     python benchmarks/cell_cost.py --threads 2                        # every cell, 15 rounds
     python benchmarks/cell_cost.py --threads 2 --json docs/results/methods_fmnist/cell_cost.json
