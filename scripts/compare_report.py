@@ -30,10 +30,15 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
+def _is_superseded(cell: str, order: list[str]) -> bool:
+    """An equal-time cell the queue no longer has: its epochs came from an earlier measurement of the step costs
+    (cell_cost.json), and the queue's current cell replaces it (its records stay, in the table only)."""
+    return "@" in cell and bool(order) and cell not in order
+
+
 def _superseded(cell: str, order: list[str]) -> str:
-    """The cell's name, marked when it is an equal-time cell the queue no longer has: its epochs came from an
-    earlier measurement of the step costs (cell_cost.json), and the queue's current cell replaces it."""
-    return f"{cell} (superseded)" if "@" in cell and order and cell not in order else cell
+    """The cell's name as the table shows it, marked when it is superseded."""
+    return f"{cell} (superseded)" if _is_superseded(cell, order) else cell
 
 
 def table(records: list[dict], order: list[str]) -> str:
@@ -294,7 +299,7 @@ def bar_chart(records: list[dict], order: list[str], out: Path) -> None:
         name = cell.split("@")[0]
         return _position(CHART_ORDER, name), _position(order, name), "@" in cell
 
-    current = {c: rs for c, rs in _cells(records, "test").items() if not _superseded(c, order).endswith(")")}
+    current = {c: rs for c, rs in _cells(records, "test").items() if not _is_superseded(c, order)}
     cells = sorted(current.items(), key=lambda kv: place(kv[0]))
     names = [c for c, _ in cells]
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.9 + 0.32 * len(cells)), sharey=True)
