@@ -97,7 +97,6 @@ def commands(records: list[dict], order: list[str]) -> str:
     lines = ["| cell | train with (`accelerate launch ...` or `python ...`; add `train.seed=S`) | training minutes |",
              "|---|---|---|"]  # fmt: skip
     for cell, rs in sorted(_cells(records, "test").items(), key=lambda kv: _position(order, kv[0])):
-        rs = sorted(rs, key=lambda r: r["seed"])
         said = {_settings(r["pretrain_command"]) for r in rs if r.get("pretrain_command")}
         if not said:
             continue
