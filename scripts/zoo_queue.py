@@ -270,6 +270,55 @@ def vit_model() -> list[ZooModel]:
     return [ZooModel("mocov3-vit-tiny-d6-p7-fmnist", "mocov3", best.config, [lr, *_length(epochs)])]
 
 
+# hub/'s size before the first training: a plan that cannot fit is refused before hours of training.
+EXPORT_BYTES_PER_PARAM = 2  # publish_fmnist.sh exports float16 weights
+FOLDER_MB = 0.5  # a folder's other files: the card, config.json, results/ and training_curves.png (~0.2 MB)
+
+
+def export_mb(model: ZooModel) -> float:
+    """The estimated size of ``model``'s published folder: its backbone's parameters (built on the meta device,
+    no memory) in float16, and the other files."""
+    import torch
+
+    from xmoco_zoo.backbone import create_backbone
+    from xmoco_zoo.experiment import load_config
+
+    cfg = load_config(
+        Path(__file__).resolve().parent.parent / model.config, model.overrides
+    )  # this code's configs
+    with torch.device("meta"):
+        backbone = create_backbone(cfg.model.backbone, **cfg.model.kwargs)
+    return sum(p.numel() for p in backbone.parameters()) * EXPORT_BYTES_PER_PARAM / 1e6 + FOLDER_MB
+
+
+def folder_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
+
+
+def check_hub_size(models: list[ZooModel], hub: Path) -> str | None:
+    """Refuse (SystemExit) a zoo whose models alone would take hub/ past ``HUB_LIMIT_MB``; a warning when they fit
+    only once older models are retired (None when everything fits)."""
+    from xmoco_zoo.zoo import HUB_LIMIT_MB
+
+    planned = {m.name: folder_mb(hub / m.name) if published(hub / m.name) else export_mb(m) for m in models}
+    folders = sorted(hub.iterdir()) if hub.is_dir() else []
+    others = {f.name: folder_mb(f) for f in folders if f.is_dir() and f.name not in planned}
+    total = sum(planned.values())
+    sizes = ", ".join(f"{n} {mb:.1f}" for n, mb in planned.items())
+    if total > HUB_LIMIT_MB:
+        raise SystemExit(
+            f"zoo_queue: the zoo's models would take {total:.0f} MB of hub/ (limit {HUB_LIMIT_MB} MB; MB each: "
+            f"{sizes}): train a smaller architecture (scripts/recipe_search.py's ARCHITECTURES) or fewer models"
+        )
+    if total + sum(others.values()) > HUB_LIMIT_MB:
+        return (
+            f"zoo_queue: the zoo's models take {total:.0f} MB; with {', '.join(others)} "
+            f"({sum(others.values()):.0f} MB) hub/ would pass {HUB_LIMIT_MB} MB: retire them "
+            "(`python scripts/zoo_queue.py retire`) once their successors are published"
+        )
+    return None
+
+
 def zoo() -> list[ZooModel]:
     return resnet_models() + vit_model()
 
@@ -414,7 +463,10 @@ def main(argv: list[str] | None = None) -> int:
             time_steps(plan)
         except RunFailed as e:
             raise SystemExit(f"zoo_queue: timing the models' steps: {e}") from None
-    models = [m for m in (zoo() if ZOO is None else ZOO) if not args.only or re.search(args.only, m.name)]
+    every = zoo() if ZOO is None else ZOO
+    if args.command == "run" and every and (warning := check_hub_size(every, HUB_OUT)):
+        print(warning, flush=True)
+    models = [m for m in every if not args.only or re.search(args.only, m.name)]
     if not models and args.command != "published":
         print(
             "zoo_queue: no model yet: the zoo is derived from the recipe search's records (its ResNet models"

@@ -312,3 +312,28 @@ def test_a_dominated_model_is_retired_with_its_reason(checkout, monkeypatch):
         "linear 72.00 against 70.00)"
     )
     assert "old-mocov2," not in (hub / "results.csv").read_text()
+
+
+def test_a_zoo_that_cannot_fit_in_hub_is_refused_before_any_training(tmp_path, monkeypatch):
+    """The size guard's estimate (float16 parameters, built on the meta device) refuses a plan over the limit and
+    warns when older folders must be retired for it to fit."""
+    import xmoco_zoo.zoo
+
+    hub = tmp_path / "hub"
+    (hub / "old").mkdir(parents=True)
+    (hub / "old" / "model.safetensors").write_bytes(b"\0" * 3_000_000)
+    model = zoo_queue.ZooModel("mocov2-x", "mocov2", "recipes/configs/mocov2_fmnist.yaml")
+    mb = zoo_queue.export_mb(model)
+    # the half-width resnet10t: 1.27M parameters, 2 bytes each, and the folder's other files
+    assert mb == pytest.approx(1.27 * 2 + zoo_queue.FOLDER_MB, abs=0.05)
+    wider = zoo_queue.ZooModel("w", "mocov2", model.config, ["model.kwargs.channels=[64,128,256,512]"])
+    assert zoo_queue.export_mb(wider) > 3 * mb
+    assert zoo_queue.check_hub_size([model], hub) is None
+    monkeypatch.setattr(xmoco_zoo.zoo, "HUB_LIMIT_MB", mb + 1)
+    warning = zoo_queue.check_hub_size([model], hub)
+    assert "old" in warning and "retire" in warning
+    monkeypatch.setattr(xmoco_zoo.zoo, "HUB_LIMIT_MB", 2 * mb - 1)
+    with pytest.raises(
+        SystemExit, match=r"would take \d+ MB of hub/ \(limit .*mocov2-x .*smaller architecture"
+    ):
+        zoo_queue.check_hub_size([model, zoo_queue.ZooModel("mocov2-y", "mocov2", model.config)], hub)

@@ -52,6 +52,7 @@ BEGIN = "<!-- model table: begin -->"
 END = "<!-- model table: end -->"
 SECTIONS_BEGIN = "<!-- model sections: begin -->"
 SECTIONS_END = "<!-- model sections: end -->"
+HUB_LIMIT_MB = 120  # hub/ (every published folder) stays small enough to clone with the project
 MODELS_PAGE = "docs/models.md"  # beside the README: the page whose per-model sections --write rewrites
 # The protocols the index shows, in column order, with their headings.
 PROTOCOLS = {"knn": "kNN", "linear": "linear", "finetune": "fine-tune", "semisup_10pct": "10 % labels"}
