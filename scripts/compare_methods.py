@@ -208,6 +208,12 @@ def cells(probe_runs: list[Run]) -> dict[str, tuple[str, list[str]]]:
         # XMoCo's own base is the symmetric loss: at the tuned temperature too, so that XMoCo (probed on it) is
         # compared with the same base at the same temperature
         out["mocov2_sym_tuned"] = (MOCOV2, ["method.symmetric=true", *test_cell("mocov2", base)[1]])
+    topk = _amcl_topk(out.get("amcl"))
+    if "mocov2_tuned" in out and topk:
+        # the ablation of AMCL's gain: the tuned MoCo v2 over AMCL's hardest negatives, without AMCL's heads and
+        # temperatures (every τ of the AMCL cell sits at τ_min = the tuned temperature from step 30 on)
+        config, overrides = out["mocov2_tuned"]
+        out[ablation_cell(topk)] = (config, [*overrides, f"method.negatives_topk={topk}"])
     form_runs = [r for r in by_cell.get("amcl", []) if r.setting.startswith("form=") and " " not in r.setting]
     winner = best(form_runs)
     if winner is not None and "amcl" in out:
@@ -215,6 +221,22 @@ def cells(probe_runs: list[Run]) -> dict[str, tuple[str, list[str]]]:
             if r is not winner:
                 out[f"amcl_{r.setting.split('=', 1)[1]}"] = test_cell("amcl", r)
     return out
+
+
+def _amcl_topk(cell: tuple[str, list[str]] | None) -> int | None:
+    """The k of the AMCL cell's hardest negatives (``method.amcl.posterior_topk``); None over the whole queue."""
+    key = "method.amcl.posterior_topk="
+    value = next((o[len(key) :] for o in (cell or ("", []))[1] if o.startswith(key)), None)
+    return int(value) if value and value.isdigit() else None
+
+
+def ablation_cell(topk: int) -> str:
+    return f"mocov2_tuned_top{topk}"
+
+
+def ablates(cell: str) -> str | None:
+    """The method an ablation cell takes apart (its second base on the page), else None."""
+    return "amcl" if re.fullmatch(r"mocov2_tuned_top\d+", cell) else None
 
 
 REFERENCE_EPOCHS = 6  # the equal-epochs budget (the quickstart's)
@@ -283,7 +305,7 @@ def bases(reported: dict[str, tuple[str, list[str]]]) -> dict[str, list[str]]:
             first = "mocov2_sym_tuned" if on_tuned else "mocov2_sym"
         else:
             first = "mocov2_tuned" if on_tuned else "mocov2"
-        out[cell] = list(dict.fromkeys([first, best_base, "mocov2"]))
+        out[cell] = list(dict.fromkeys([first, *filter(None, [ablates(cell)]), best_base, "mocov2"]))
         out[cell] = [b for b in out[cell] if b != cell]
     for cell in time_cells(reported):
         out[cell] = [best_base]
@@ -321,6 +343,7 @@ ORDER = [
     "amcl",
     "amcl_authors",
     "amcl_likelihood",
+    "mocov2_tuned_top100",
 ]
 PRIORITY = {c: i for i, c in enumerate(ORDER)}
 

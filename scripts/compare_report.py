@@ -154,6 +154,8 @@ def verdicts(records: list[dict], bases: dict[str, list[str]], order: list[str])
             role = "its base" if base == bases[cell][0] else "the best MoCo v2"
             if base == "mocov2" and base != bases[cell][0]:
                 role = "MoCo v2 at its defaults"
+            elif base != bases[cell][0] and not base.startswith("mocov2"):
+                role = "the method it takes apart"
             if "@" in cell:
                 role = "the best MoCo v2 in the same training minutes"
             lines.append(
@@ -174,6 +176,7 @@ TITLES = {  # the cells the page sums up, in this order, with their readable nam
     "mocov2_sym": "Symmetric MoCo v2",
     "mocov2_sym_tuned": "Symmetric MoCo v2 at the tuned temperature",
     "mocov2_tuned": "MoCo v2 at the tuned temperature",
+    "mocov2_tuned_top100": "MoCo v2 at the tuned temperature over its 100 hardest negatives (AMCL without its heads)",
 }
 
 
@@ -236,6 +239,10 @@ def sentences(records: list[dict], bases: dict[str, list[str]], cost: dict | Non
         other = _gap(cell, best, cells, "knn") if best else None
         if other is not None:  # a base that is not the best MoCo v2: say how it fares against that one too
             text += f"; against the best MoCo v2 (`{best}`) it {_against(other)}"
+        for ablated in (b for b in bases[cell][1:] if not b.startswith("mocov2")):  # an ablation's method
+            gap = _gap(cell, ablated, cells, "knn")
+            if gap is not None:
+                text += f"; against {TITLES.get(ablated, ablated)} (`{ablated}`) it {_against(gap)}"
         mean_knn = _stats(cells[cell], "knn")[0]
         if mean_knn < FLOOR["knn"]:  # compare_methods.learned_nothing: no equal-time cell
             text += (
@@ -280,6 +287,7 @@ CHART_ORDER = [  # the chart's rows, top to bottom: the bases, then the methods
     "co2",
     "xmoco",
     "amcl",
+    "mocov2_tuned_top100",
     "amcl_authors",
     "amcl_likelihood",
 ]

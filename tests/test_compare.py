@@ -280,3 +280,29 @@ def test_each_cell_is_listed_with_its_command_as_a_user_types_it():
     records[1]["pretrain_command"] = records[1]["pretrain_command"].replace("weight=0.1", "weight=0.3")
     with pytest.raises(ValueError, match="cell c: its seeds were trained with different settings"):
         compare_report.commands(records, ["c"])
+
+
+def test_the_ablation_of_amcls_hardest_negatives_is_a_tuned_mocov2_cell_judged_against_both():
+    """Once the tuned MoCo v2 and AMCL's cell (over its top-k negatives) exist, a MoCo v2 cell over the same k
+    hardest negatives, without AMCL's heads, is reported against the tuned MoCo v2 and against AMCL."""
+    reported = {
+        "mocov2_tuned": ("MOCOV2", ["method.temperature=0.05"]),
+        "amcl": ("AMCL", ["method.amcl.form=posterior", "method.amcl.posterior_topk=100"]),
+    }
+    cell = compare_methods.ablation_cell(compare_methods._amcl_topk(reported["amcl"]))
+    assert cell == "mocov2_tuned_top100" and compare_methods.ablates(cell) == "amcl"
+    assert compare_methods._amcl_topk(("AMCL", ["method.amcl.posterior_topk=null"])) is None
+    reported[cell] = ("MOCOV2", ["method.temperature=0.05", "method.negatives_topk=100"])
+    assert compare_methods.bases(reported)[cell] == ["mocov2_tuned", "amcl", "mocov2"]
+    records = (
+        _cell("mocov2_tuned", [81.0, 81.4, 80.6], [84.0, 84.2, 84.4])
+        + _cell("amcl", [82.6, 82.8, 82.4], [85.0, 85.2, 85.4])
+        + _cell(cell, [82.5, 82.9, 82.3], [85.0, 85.1, 85.2])
+    )
+    line = compare_report.sentences(records, {cell: ["mocov2_tuned", "amcl", "mocov2"]}).splitlines()[0]
+    assert line.startswith(f"- **{compare_report.TITLES[cell]}** beats its base (`mocov2_tuned`)")
+    assert line.endswith(
+        "; against AMCL (posterior form, tuned) (`amcl`) it ties with it (-0.03 kNN points)."
+    )
+    verdicts = compare_report.verdicts(records, {cell: ["mocov2_tuned", "amcl", "mocov2"]}, [cell])
+    assert f"`{cell}` against `amcl` (the method it takes apart)" in verdicts

@@ -105,6 +105,39 @@ def test_symmetric_mocov2_enqueues_both_views():
     assert int(model.queue.ptr) == 16
 
 
+def test_mocov2_over_its_hardest_negatives_and_the_option_elsewhere():
+    """``negatives_topk``: the loss over each query's k hardest queue entries (a regularized MoCo v2's too), the
+    whole queue's InfoNCE when k covers it, and a clear error on a base without a queue."""
+    from xmoco_zoo.config import MethodConfig  # noqa: PLC0415
+    from xmoco_zoo.errors import ConfigError  # noqa: PLC0415
+    from xmoco_zoo.losses import hardest, info_nce_from_sims  # noqa: PLC0415
+    from xmoco_zoo.registry import validate_method  # noqa: PLC0415
+
+    x1, x2 = _views(8)
+    losses = {}
+    for topk in (None, 5, 64):
+        torch.manual_seed(0)
+        model = create_method("mocov2", "test_resnet", queue_size=64, bn_splits=4, negatives_topk=topk)
+        model.update_momentum(0.99)
+        emb = model.embed(x1, x2)
+        losses[topk] = model.loss(emb)["loss_nce"]
+        if topk == 5:
+            q, k = emb.q[0].double(), emb.k[1].double()
+            ref = info_nce_from_sims((q * k).sum(1), hardest(q @ emb.negatives.double().t(), 5), 0.2)
+            torch.testing.assert_close(losses[topk].double(), ref, rtol=1e-5, atol=1e-6)
+            losses[topk].backward()
+            assert all(p.grad is not None for p in model.encoder.online.parameters() if p.ndim > 0)
+    torch.testing.assert_close(losses[64], losses[None])
+    assert losses[5] < losses[None], "fewer negatives, a smaller partition function"
+    torch.manual_seed(0)
+    co2 = create_method("co2", "test_resnet", queue_size=64, bn_splits=4, negatives_topk=5)
+    assert torch.isfinite(co2(x1, x2, 0.99)["loss_nce"])
+    with pytest.raises(ConfigError, match="negatives_topk=100 .*MoCo v3 has no queue"):
+        validate_method(MethodConfig(base="mocov3", negatives_topk=100))
+    with pytest.raises(ConfigError, match="negatives_topk=0"):
+        validate_method(MethodConfig(negatives_topk=0))
+
+
 def test_mocov3_vit_options_freeze_patch_projection_and_fix_position_embedding():
     model = create_method(
         "mocov3",

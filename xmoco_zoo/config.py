@@ -60,6 +60,10 @@ class MethodConfig:
     # MoCo v2
     queue_size: int = 65536
     symmetric: bool = False
+    # InfoNCE over only the k queue entries most similar to each query (hard negatives; the selection carries no
+    # gradient, the similarities chosen do); None: the whole queue. The ablation of AMCL's top-100 restriction
+    # without its heads (docs/results/methods_fmnist.md).
+    negatives_topk: int | None = None
     # Shuffle BN: across processes when there are several; in one process, split BN with this many groups
     # (1 disables the emulation). MoCo's ImageNet runs used 8 GPUs, hence 8.
     bn_splits: int = 8

@@ -242,6 +242,11 @@ def validate_method(m: MethodConfig) -> None:
         check = _REGULARIZERS[r].validate
         if check is not None:
             check(m)
+    if m.negatives_topk is not None and (m.base != "mocov2" or m.negatives_topk < 1):
+        raise ConfigError(
+            f"method.negatives_topk={m.negatives_topk} (base {m.base}): it keeps the k >= 1 hardest negatives of "
+            "MoCo v2's queue; MoCo v3 has no queue, so leave it unset (null) there"
+        )
     regs = sorted(m.regularizers)
     m.name = preset_for(m.base, regs) or "+".join([m.base, *regs])
 

@@ -17,7 +17,7 @@ from .amcl import (
     temperature_stats,
 )
 from .co2 import co2_consistency
-from .infonce import at_least_fp32, contrastive_loss, info_nce, info_nce_from_sims
+from .infonce import at_least_fp32, contrastive_loss, hardest, info_nce, info_nce_from_sims
 from .xmoco import cross_consistency, uniformity
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "cross_consistency",
     "drop_positive",
     "fp32_region",
+    "hardest",
     "info_nce",
     "info_nce_from_sims",
     "omega",

@@ -27,6 +27,16 @@ def info_nce_from_sims(l_pos: torch.Tensor, l_neg: torch.Tensor, temperature: fl
     return torch.logsumexp(logits, dim=1).mean() - logits[:, 0].mean()
 
 
+def hardest(l_neg: torch.Tensor, k: int) -> torch.Tensor:
+    """Each row's k largest similarities (all of them when k >= K), the hard negatives: the choice carries no
+    gradient, the values chosen do.
+
+    Shape:
+        l_neg: (N, K) similarities to the negatives. output: (N, min(k, K)).
+    """
+    return l_neg if k >= l_neg.shape[1] else l_neg.topk(k, dim=1, sorted=False).values
+
+
 class _InfoNCEQueue(torch.autograd.Function):
     """MoCo v2's InfoNCE over a queue with one (N, K) buffer, updated in place: 1/T folded into q before the
     product, the buffer turned into exp(logit − row max) in place, and in backward into the softmax gradient in

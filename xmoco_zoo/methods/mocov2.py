@@ -20,7 +20,7 @@ from ..distributed import (
     world_size,
 )
 from ..embeddings import Embeddings, Similarities
-from ..losses import fp32_region, info_nce, info_nce_from_sims
+from ..losses import fp32_region, hardest, info_nce, info_nce_from_sims
 from ..momentum import KeyQueue, MomentumEncoder, convert_split_bn, split_bn_permutation
 from ..registry import Facts, register_method
 from ._heads import Encoder, mocov2_projector
@@ -124,14 +124,20 @@ class MoCoV2(nn.Module):
         return (h if feats else None), F.normalize(enc.head(h), dim=1)
 
     def loss(self, emb: Embeddings, sims: Similarities | None = None) -> dict[str, torch.Tensor]:
-        """InfoNCE over the queue, averaged over the pairs; from ``sims`` when other terms share its products."""
+        """InfoNCE over the queue (or each query's ``negatives_topk`` hardest entries of it), averaged over the
+        pairs; from ``sims`` when other terms share its products."""
         losses, accs = [], []
+        topk = self.cfg.negatives_topk
+        if topk is not None and sims is None:
+            sims = Similarities(emb)  # the hard negatives are a selection from q·queueᵀ
         with fp32_region(emb.q[emb.pairs[0]]):
             for a in emb.pairs:
                 if sims is None:  # nothing else reads q·queueᵀ: the one-buffer InfoNCE
                     loss, acc = info_nce(emb.q[a], emb.k[1 - a], emb.negatives, self.cfg.temperature)
                 else:
                     l_pos, l_neg = sims.positive(a), sims.query_queue(a)
+                    if topk is not None:
+                        l_neg = hardest(l_neg, topk)
                     loss = info_nce_from_sims(l_pos, l_neg, self.cfg.temperature)
                     acc = (l_pos.detach() > l_neg.detach().max(1).values).float().mean()
                 losses.append(loss)
@@ -156,6 +162,7 @@ class MoCoV2(nn.Module):
             momentum_schedule="constant",
             queue_size=65536,
             symmetric=False,
+            negatives_topk=None,
             bn_splits=8,
             shuffle_bn=True,
         ),
