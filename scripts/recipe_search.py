@@ -350,7 +350,7 @@ def chart(out: Path) -> bool:
     right.legend(fontsize=7)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=120, bbox_inches="tight")  # the long probe labels stay whole
     plt.close(fig)
     return True
 
