@@ -283,9 +283,8 @@ def export_mb(model: ZooModel) -> float:
     from xmoco_zoo.backbone import create_backbone
     from xmoco_zoo.experiment import load_config
 
-    cfg = load_config(
-        Path(__file__).resolve().parent.parent / model.config, model.overrides
-    )  # this code's configs
+    code_root = Path(__file__).resolve().parent.parent  # this code's configs (ROOT may be another checkout)
+    cfg = load_config(code_root / model.config, model.overrides)
     with torch.device("meta"):
         backbone = create_backbone(cfg.model.backbone, **cfg.model.kwargs)
     return sum(p.numel() for p in backbone.parameters()) * EXPORT_BYTES_PER_PARAM / 1e6 + FOLDER_MB
