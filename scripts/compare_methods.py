@@ -191,6 +191,12 @@ def probes() -> list[Run]:
     return runs + on_tuned_base(runs) + amcl_stage2([r for r in runs if r.cell == "amcl"])
 
 
+def chosen_probe(cell: str) -> Run | None:
+    """The held-out probe whose setting the reported ``cell`` takes: its best probe, once all its probes are done
+    (MoCo v2's: the best of its temperatures and learning rate, the setting of ``mocov2_tuned``)."""
+    return best([r for r in probes() if r.cell == cell])
+
+
 def cells(probe_runs: list[Run]) -> dict[str, tuple[str, list[str]]]:
     """The reported cells: the fixed ones, each tuned method at its chosen setting once its probes are done, and
     AMCL's other forms at their own defaults (``amcl`` is the best form, tuned)."""

@@ -16,10 +16,12 @@ architectures (full-width resnet10t, resnet18, the half-width resnet10t on 56 px
 the budgets need.
 
 Stage 2, once stage 1 is done: ``combined``, every change of stage 1 that beat the base by more than ``MARGIN``
-(per axis, its best value), at 6 epochs; then each architecture with the better of base and combined at
-``BUDGETS[0]`` minutes of training (its epochs from its stage-1 minutes per epoch), with ``LONG_CHECK`` (the crop
-that longer trainings need) re-checked there on the base architecture, and the architecture that wins there at
-every other budget (with the re-checked crop when it won). The report's table is budget -> kNN / linear (held out), with each run's command.
+(per axis, its best value), at 6 epochs; then the transfer of the better of base and combined (the chosen recipe)
+to every family of the zoo (``transfer``: 3-epoch probes against the method comparison's); then each architecture
+with the chosen recipe at ``BUDGETS[0]`` minutes of training (its epochs from its stage-1 minutes per epoch), with
+``LONG_CHECK`` (the crop that longer trainings need) re-checked there on the base architecture, and the
+architecture that wins there at every other budget (with the re-checked crop when it won). The report's table is
+budget -> kNN / linear (held out), with each run's command.
 """
 
 from __future__ import annotations
@@ -230,20 +232,99 @@ def long_check(runs: list[Run], chosen: Run) -> Run | None:
     return budget_runs(runs, chosen, [arch], BUDGETS[:1], LONG_CHECK, f"-{slug(label)}")[0]
 
 
+# The recipe is searched on MoCo v2, and the zoo trains every family on it. Whether it suits another family is
+# probed once, before the budget runs: the family's comparison setting (its chosen held-out probe, 3 epochs, base
+# architecture; docs/results/methods_fmnist.md) again with the recipe's changes, the same split, seed and length,
+# the warmup scaled to the shorter run. A family takes the recipe in the zoo when it scores higher with it than its
+# probe did without (``takes_recipe``). MoCo v2's own is the calibration (the recipe was chosen on it at 6 epochs):
+# it shows whether the recipe's gain shows at 3.
+TRANSFER_EPOCHS = 3  # the comparison's probes' length (compare_methods.PROBE_EPOCHS)
+
+
+def chosen_recipe(runs: list[Run]) -> Run | None:
+    """The combination when it beat the base, else the base; None until the combination is done."""
+    runs = [r for r in runs if r.cell != "vit"]
+    combo = combined(runs)
+    if combo is None or not done([*runs, combo]):
+        return None
+    base, combo_rec = load(runs[0]), load(combo)
+    return combo if combo_rec is not None and combo_rec["knn"] > base["knn"] else runs[0]
+
+
+def _scaled_warmup(overrides: list[str], factor: float) -> list[str]:
+    key = "train.warmup_epochs="
+    return [f"{key}{float(o[len(key) :]) * factor:g}" if o.startswith(key) else o for o in overrides]
+
+
+def transfer(chosen: Run) -> list[Run]:
+    """Each family's comparison probe with ``chosen``'s recipe on top, as the zoo would train it (its cell's own
+    settings win over the recipe's, ``zoo_queue.recipe_for``); a family whose probes are not done is left out."""
+    import compare_methods
+    import zoo_queue
+
+    out = []
+    for family in zoo_queue.FAMILIES:
+        ref = compare_methods.chosen_probe(family)
+        if ref is None:
+            continue
+        overrides = zoo_queue.merge(
+            zoo_queue.recipe_for(family, recipe(chosen)), compare_methods.test_cell(family, ref)[1]
+        )
+        overrides = _scaled_warmup(overrides, TRANSFER_EPOCHS / EPOCHS)
+        out.append(Run(f"t{TRANSFER_EPOCHS}-{family}", "transfer", ref.config,
+                       [*overrides, f"train.epochs={TRANSFER_EPOCHS}"], kind="val",
+                       setting=f"{family}, {chosen.setting}", linear=False))  # fmt: skip
+    return out
+
+
+def transfer_run(family: str) -> Run | None:
+    """``family``'s transfer probe; None before the recipe is chosen or the family's comparison probes are done."""
+    chosen = chosen_recipe(stage1())
+    return (
+        next((r for r in transfer(chosen) if r.id == f"t{TRANSFER_EPOCHS}-{family}"), None)
+        if chosen
+        else None
+    )
+
+
+def transfer_scores(family: str) -> tuple[float, float] | None:
+    """(held-out kNN of ``family``'s comparison probe without the recipe, with it); None until both exist (or when
+    either diverged)."""
+    import compare_methods
+
+    ref, run = compare_methods.chosen_probe(family), transfer_run(family)
+    without = compare_methods.load_record(ref) if ref else None
+    with_it = load(run) if run else None
+    if without is None or with_it is None or "diverged" in without:
+        return None
+    return without["knn"], with_it["knn"]
+
+
+def takes_recipe(family: str) -> bool | None:
+    """Whether the zoo trains ``family`` on the recipe: MoCo v2 always (the recipe was chosen on it), another
+    family when its transfer probe beat its comparison probe (not when it diverged); None until it is done."""
+    if family == "mocov2":
+        return True
+    run = transfer_run(family)
+    if run is not None and record_path(run).is_file() and load(run) is None:
+        return False  # diverged with the recipe
+    scores = transfer_scores(family)
+    return None if scores is None else scores[1] > scores[0]
+
+
 def stage2(runs: list[Run]) -> list[Run]:
-    """The combination, then every architecture at the first budget, then the winner at the others (the ViT's
-    probes are its own)."""
+    """The combination, the recipe's transfer to every family, then every architecture at the first budget, then
+    the winner at the others (the ViT's probes are its own)."""
     runs = [r for r in runs if r.cell != "vit"]
     combo = combined(runs)
     if combo is None:
         return []
-    if not done([*runs, combo]):
+    chosen = chosen_recipe(runs)
+    if chosen is None:
         return [combo]
-    base, combo_rec = load(runs[0]), load(combo)
-    chosen = combo if combo_rec is not None and combo_rec["knn"] > base["knn"] else runs[0]
     first = budget_runs(runs, chosen, list(ARCHITECTURES), BUDGETS[:1])
     check = long_check(runs, chosen)
-    out = [combo, *first, *([check] if check else [])]
+    out = [combo, *transfer(chosen), *first, *([check] if check else [])]
     scored = [(rec["knn"], r) for r in first if (rec := load(r)) is not None]
     if done(out) and scored:
         winner = max(scored, key=lambda t: t[0])[1]
@@ -276,9 +357,10 @@ def report() -> str:
             continue
         curve = ", ".join(f"{v:.2f}" for v in rec.get("knn_curve", []))
         minutes = f"{rec['train_minutes']:.1f}" if rec.get("train_minutes") else ""
+        linear = f"{rec['linear']:.2f}" if "linear" in rec else ""
         lines.append(
             f"| `{r.id}` | {r.cell} | {r.setting} | {rec['epochs']} | {minutes} | {rec['knn']:.2f} | "
-            f"{rec.get('linear', float('nan')):.2f} | {curve} |"
+            f"{linear} | {curve} |"
         )
     return "\n".join(lines)
 
@@ -303,6 +385,32 @@ def budget_table() -> str:
         [
             "| budget (min) | best run | recipe | train minutes | kNN, held out | linear, held out | command |",
             "|---|---|---|---|---|---|---|",
+            *rows,
+        ]
+    )
+
+
+def transfer_table() -> str:
+    """Each family: its comparison probe without the recipe, with it (3 epochs, held out), and whether the zoo
+    trains it on the recipe."""
+    import compare_methods
+    import zoo_queue
+
+    rows = []
+    for family in zoo_queue.FAMILIES:
+        ref, run = compare_methods.chosen_probe(family), transfer_run(family)
+        if ref is None or run is None or not record_path(run).is_file():
+            continue
+        scores, takes = transfer_scores(family), takes_recipe(family)
+        without, with_it = (f"{v:.2f}" for v in scores) if scores else ("", "diverged")
+        verdict = "yes (the recipe was chosen on it)" if family == "mocov2" else ("yes" if takes else "no")
+        rows.append(f"| {family} | `{ref.id}` | {without} | `{run.id}` | {with_it} | {verdict} |")
+    if not rows:
+        return "No transfer probe is done yet."
+    return "\n".join(
+        [
+            "| family | its comparison probe | kNN without the recipe | with the recipe | kNN | the zoo takes it |",
+            "|---|---|---|---|---|---|",
             *rows,
         ]
     )
@@ -357,6 +465,7 @@ def chart(out: Path) -> bool:
 
 BEGIN, END = "<!-- recipe table: begin -->", "<!-- recipe table: end -->"
 BUDGET_BEGIN, BUDGET_END = "<!-- budget table: begin -->", "<!-- budget table: end -->"
+TRANSFER_BEGIN, TRANSFER_END = "<!-- transfer table: begin -->", "<!-- transfer table: end -->"
 CHART = "recipe_search.png"  # in docs/images/
 
 
@@ -370,14 +479,19 @@ def main(argv: list[str] | None = None) -> None:
     elif a.what == "run":
         cmd_run(queue, record_path, RUNS_DIR, a.only)
     else:
-        md, budgets = report(), budget_table()
+        md, budgets, transfers = report(), budget_table(), transfer_table()
         if chart(OUT.parent.parent / "images" / CHART):
             print(f"wrote docs/images/{CHART}")
             budgets += f"\n\n![the recipe search: stage 1's changes, and held-out kNN against minutes](../images/{CHART})"
-        print(budgets + "\n\n" + md)
+        print(budgets + "\n\n" + transfers + "\n\n" + md)
         page = OUT.parent / "recipe_search.md"
         text = page.read_text()
-        for (begin, end), body in (((BEGIN, END), md), ((BUDGET_BEGIN, BUDGET_END), budgets)):
+        bodies = (
+            ((BEGIN, END), md),
+            ((BUDGET_BEGIN, BUDGET_END), budgets),
+            ((TRANSFER_BEGIN, TRANSFER_END), transfers),
+        )
+        for (begin, end), body in bodies:
             if begin in text:
                 head, rest = text.split(begin, 1)
                 text = head + begin + "\n" + body + "\n" + end + rest.split(end, 1)[1]

@@ -18,7 +18,8 @@ index), then restores the checkout's own index files so that it stays clean for 
 working tree itself (no ``XMOCO_HUB_OUT``), it commits each published folder and the index itself.
 
 The models: each method family's configuration at the choices of the method comparison
-(docs/results/methods_fmnist.md) and the recipe of the recipe search (docs/results/recipe_search.md), sized to
+(docs/results/methods_fmnist.md) and the recipe of the recipe search (docs/results/recipe_search.md; a family whose
+transfer probe there scored lower with the recipe than without takes its architecture alone), sized to
 at most ~90 minutes of training on this machine (the ViT up to ~2 hours): before the first training, ``run`` times
 each ResNet model's step against the MoCo v2 model's on the setting they train with
 (``docs/results/recipe_search/zoo_cost.json``, from ``benchmarks/cell_cost.py --table``).
@@ -144,7 +145,8 @@ class ResnetPlan:
 
 
 def resnet_plan() -> ResnetPlan | None:
-    """The ResNet models' plan, once the recipe search's BUDGET run and the comparison's cells exist."""
+    """The ResNet models' plan, once the recipe search's BUDGET run, its transfer probes and the comparison's cells
+    exist."""
     import compare_methods
     import recipe_search
 
@@ -162,9 +164,14 @@ def resnet_plan() -> ResnetPlan | None:
         cell = next((c for c in candidates if c in reported), None)
         if cell is None or cell not in ratio:
             continue
+        takes = recipe_search.takes_recipe(family)
+        if takes is None:
+            return None  # its transfer probe is not done: the zoo waits for it
         config, overrides = reported[cell]
+        # a family the recipe did not suit (its transfer probe) trains on the architecture alone
+        base = recipe_for(family, recipe) if takes else list(recipe_search.ARCHITECTURES[arch])
         name = f"{family}-{ARCH_NAMES.get(arch, arch)}-fmnist"
-        models[name] = (family, config, merge(recipe_for(family, recipe), overrides))
+        models[name] = (family, config, merge(base, overrides))
         cell_ratio[name] = ratio[cell]
     if not any(family == "mocov2" for family, _, _ in models.values()):
         return None
@@ -240,6 +247,13 @@ def time_steps(plan: ResnetPlan) -> None:
     os.replace(tmp, zoo_cost_path())
 
 
+def batch_size(config: str, overrides: list[str]) -> int:
+    """The batch size a model trains with (all processes together: the queue trains on one)."""
+    from xmoco_zoo.experiment import load_config
+
+    return load_config(Path(__file__).resolve().parent.parent / config, overrides).train.batch_size
+
+
 def resnet_models() -> list[ZooModel]:
     """One model per family, for as many epochs as fit BUDGET: MoCo v2's minutes per epoch on the recipe search's
     run times the model's step-cost ratio, timed on its own setting (``time_steps``; until then, its comparison
@@ -247,7 +261,11 @@ def resnet_models() -> list[ZooModel]:
     plan = resnet_plan()
     if plan is None:
         return []
-    ratios = {**plan.cell_ratio, **measured_ratios(plan)}
+    # a timed ratio is per step, and a step is one batch: a model on another batch size than the MoCo v2 model's
+    # takes another number of steps an epoch (the comparison cells' ratios are at one batch size: per image)
+    batch = {name: batch_size(config, overrides) for name, (_, config, overrides) in plan.models.items()}
+    timed = {n: r * batch[plan.baseline] / batch[n] for n, r in measured_ratios(plan).items()}
+    ratios = {**plan.cell_ratio, **timed}
     out = []
     for name, (family, config, overrides) in plan.models.items():
         epochs = max(1, int(BUDGET / (plan.minutes * ratios[name])))

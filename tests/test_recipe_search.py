@@ -19,6 +19,17 @@ def _fake(run, knn: float, minutes_per_epoch: float = 1.0) -> None:
     p.write_text(json.dumps(rec))
 
 
+def _queue():
+    """The queue without the recipe's transfer probes (their own test below): what the budget stages add."""
+    return [r for r in recipe_search.queue() if r.cell != "transfer"]
+
+
+def _fake_transfer() -> None:
+    for r in recipe_search.queue():
+        if r.cell == "transfer" and not recipe_search.record_path(r).is_file():
+            _fake(r, 80.0)
+
+
 def test_every_run_is_a_held_out_probe_with_a_linear_probe_on_the_held_out_images(tmp_path, monkeypatch):
     monkeypatch.setattr(recipe_search, "OUT", tmp_path)
     runs = recipe_search.queue()
@@ -49,16 +60,15 @@ def test_stage_two_combines_the_winning_changes_and_sizes_the_budgets_by_measure
     for r in stage1:
         if r is not queue and r.cell != "vit":
             _fake(r, scores.get(r.setting, 79.0), cost.get(r.setting, 1.0))
-    assert (
-        recipe_search.queue() == stage1
-    )  # a recipe probe left: no combination yet (the ViT is not waited for)
+    assert _queue() == stage1  # a recipe probe left: no combination yet (the ViT is not waited for)
     _fake(queue, scores["queue 16384"], cost["queue 16384"])
-    combo = recipe_search.queue()[len(stage1)]
+    combo = _queue()[len(stage1)]
     # T 0.03 and the queue beat the base by more than the margin; crop 0.5 is within it
     assert combo.overrides == ["method.temperature=0.03", "method.queue_size=16384", "train.epochs=6"]
     assert combo.setting == "T 0.03 + queue 16384"
     _fake(combo, 83.0, 2.0)
-    first = recipe_search.queue()[len(stage1) + 1 :]
+    _fake_transfer()
+    first = _queue()[len(stage1) + 1 :]
     # the combination costs 2 min an epoch at half width; the others scale by their cost over the base's (1 min)
     assert {r.id: r.overrides[-1] for r in first[:-1]} == {
         "b30-resnet10t-half-28": "train.epochs=15",
@@ -76,17 +86,17 @@ def test_stage_two_combines_the_winning_changes_and_sizes_the_budgets_by_measure
     assert check.setting.endswith("T 0.03 + queue 16384 + crop 0.08-1, 15 epochs")
     for r, knn in zip(first, (84.0, 85.0, 83.0, 84.5)):
         _fake(r, knn)
-    assert recipe_search.queue()[len(stage1) + 5 :] == [check]  # the longer budgets wait for the re-check
+    assert _queue()[len(stage1) + 5 :] == [check]  # the longer budgets wait for the re-check
     _fake(
         check, 84.2
     )  # not beyond the margin over its architecture's 84.0: the longer budgets keep the recipe
-    rest = recipe_search.queue()[len(stage1) + 6 :]
+    rest = _queue()[len(stage1) + 6 :]
     assert [r.id for r in rest] == ["b60-resnet10t-28", "b90-resnet10t-28"]
     assert rest[-1].overrides[-1] == "train.epochs=15" and recipe_search.FULL in rest[-1].overrides
     assert not any(o.startswith("aug.crop_scale") for o in rest[-1].overrides)
     assert "| `b30-resnet10t-28` | budget 30 |" in recipe_search.report()
     _fake(check, 84.5)  # beyond it: the crop joins them, and their ids say so
-    rest = recipe_search.queue()[len(stage1) + 6 :]
+    rest = _queue()[len(stage1) + 6 :]
     assert [r.id for r in rest] == ["b60-resnet10t-28-crop_0.08_1", "b90-resnet10t-28-crop_0.08_1"]
     assert "aug.crop_scale=[0.08,1.0]" in rest[-1].overrides and rest[-1].setting.endswith(
         "crop 0.08-1, 15 epochs"
@@ -124,10 +134,10 @@ def test_no_re_check_when_the_chosen_recipe_has_the_long_trainings_crop(tmp_path
     for r in stage1:
         if r.cell != "vit":
             _fake(r, 82.0 if r.setting == "crop 0.08-1" else 80.0)
-    combo = recipe_search.queue()[len(stage1)]
+    combo = _queue()[len(stage1)]
     assert "aug.crop_scale=[0.08,1.0]" in combo.overrides
     _fake(combo, 83.0)
-    first = recipe_search.queue()[len(stage1) + 1 :]
+    first = _queue()[len(stage1) + 1 :]
     assert [r.id for r in first] == [f"b30-{a}" for a in recipe_search.ARCHITECTURES]
 
 
@@ -146,3 +156,51 @@ def test_a_stage_one_record_without_training_minutes_stops_the_budgets_with_the_
     _fake(recipe_search.combined(stage1), 81.0)
     with pytest.raises(SystemExit, match=f"{stage1[0].id} has no train_minutes.*delete"):
         recipe_search.queue()
+
+
+def test_the_recipe_is_probed_on_every_family_before_the_zoo_takes_it(tmp_path, monkeypatch):
+    """After the combination, each family's comparison probe again with the recipe on top (its own settings
+    win), the same 3 epochs and split; the zoo takes the recipe for a family that scores higher with it."""
+    import compare_methods
+
+    monkeypatch.setattr(recipe_search, "OUT", tmp_path)
+    stage1 = recipe_search.stage1()
+    scores = {"lr 0.12, warmup 1": 82.0, "batch 128": 81.0}
+    for r in stage1:
+        if r.cell != "vit":
+            _fake(r, scores.get(r.setting, 80.0))
+    assert recipe_search.takes_recipe("amcl") is None, "no recipe chosen yet"
+    combo = recipe_search.queue()[len(stage1)]
+    _fake(combo, 83.0)
+    transfer = [r for r in recipe_search.queue() if r.cell == "transfer"]
+    assert [r.id for r in transfer] == [f"t3-{f}" for f in ("mocov2", "mocov3", "co2", "xmoco", "amcl")]
+    assert recipe_search.queue().index(transfer[0]) == len(stage1) + 1, "before the budget runs"
+    for r in transfer:
+        family = r.id.split("-", 1)[1]
+        ref = compare_methods.chosen_probe(family)
+        assert r.config == ref.config and r.kind == "val" and not r.wants_linear
+        assert "train.epochs=3" in r.overrides and "data.holdout=10000" in r.pretrain_command(
+            recipe_search.RUNS_DIR / r.id
+        )
+        # the recipe's changes, the warmup scaled to 3 of 6 epochs, and the family's setting over them
+        assert "train.batch_size=128" in r.overrides and "train.warmup_epochs=0.5" in r.overrides
+        assert all(o in r.overrides for o in compare_methods.test_cell(family, ref)[1])
+    mocov3 = next(r for r in transfer if r.id == "t3-mocov3")
+    assert "train.base_lr=0.06" in mocov3.overrides and "train.base_lr=0.12" not in mocov3.overrides
+    assert recipe_search.takes_recipe("xmoco") is None, "its probe is not done"
+    without = {
+        f: compare_methods.load_record(compare_methods.chosen_probe(f))["knn"] for f in ("xmoco", "amcl")
+    }
+    _fake(next(r for r in transfer if r.id == "t3-xmoco"), without["xmoco"] + 0.5)
+    _fake(next(r for r in transfer if r.id == "t3-amcl"), without["amcl"] - 0.5)
+    assert recipe_search.transfer_scores("xmoco") == (without["xmoco"], without["xmoco"] + 0.5)
+    assert recipe_search.takes_recipe("xmoco") is True and recipe_search.takes_recipe("amcl") is False
+    assert recipe_search.takes_recipe("mocov2") is True, "the recipe was chosen on it"
+    # a diverged probe does not take it
+    recipe_search.record_path(next(r for r in transfer if r.id == "t3-co2")).write_text(
+        json.dumps({"id": "t3-co2", "diverged": "NonFiniteLossError at step 3"})
+    )
+    assert recipe_search.takes_recipe("co2") is False
+    table = recipe_search.transfer_table()
+    assert "| xmoco | `" in table and "| yes |" in table and "| amcl |" in table and "| no |" in table
+    assert "| co2 |" in table and "diverged" in table and "mocov3" not in table

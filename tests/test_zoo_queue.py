@@ -122,9 +122,11 @@ def test_run_trains_resumes_publishes_and_skips_what_is_published(checkout, tmp_
     assert zoo_queue.main(["run"]) == 0 and calls == [], "everything is published: nothing runs"
 
 
-def _fake_recipe_search() -> None:
+def _fake_recipe_search(transfer: dict[str, float] | None = None) -> None:
     """Records of the whole recipe search (into recipe_search.OUT, which the caller points at tmp_path): the
-    full-width resnet10t wins the 30-minute stage, at 3.0 min an epoch of 50k images; the crop 0.5-1 joins."""
+    full-width resnet10t wins the 30-minute stage, at 3.0 min an epoch of 50k images; the crop 0.5-1 and batch 128
+    join; every family's transfer probe scores 90 (above its comparison probe: it takes the recipe) unless
+    ``transfer`` says otherwise."""
     import recipe_search
 
     minutes = {"resnet10t-28": 3.0, "resnet18-28": 6.0, "resnet10t-half-56": 4.0}
@@ -138,8 +140,10 @@ def _fake_recipe_search() -> None:
         recipe_search.record_path(run).parent.mkdir(parents=True, exist_ok=True)
         recipe_search.record_path(run).write_text(json.dumps(rec))
 
-    scores = {"r6-crop_0.5_1": 81.0, "r6-combined": 81.5, "b30-resnet10t-28": 84.0, "v3-vit-lr_0.0015": 70.0,
-              "v3-vit-lr_0.0005": 65.0}  # fmt: skip
+    scores = {"r6-crop_0.5_1": 81.0, "r6-batch_128": 81.2, "r6-combined": 81.5, "b30-resnet10t-28": 84.0,
+              "v3-vit-lr_0.0015": 70.0, "v3-vit-lr_0.0005": 65.0}  # fmt: skip
+    scores.update({f"t3-{family}": 90.0 for family in zoo_queue.FAMILIES})
+    scores.update({f"t3-{family}": knn for family, knn in (transfer or {}).items()})
     while todo := [r for r in recipe_search.queue() if not recipe_search.record_path(r).is_file()]:
         for r in todo:
             fake(r, scores.get(r.id, 80.0))
@@ -191,6 +195,37 @@ def test_the_zoo_is_derived_from_the_recipe_search_and_the_comparison(tmp_path, 
     vit = models["mocov3-vit-tiny-d6-p7-fmnist"]
     assert vit.config == recipe_search.VIT_CONFIG and "train.base_lr=0.0015" in vit.overrides
     assert f"train.epochs={int(120 / (2.5 * 60 / 50))}" in vit.overrides
+
+
+def test_a_family_the_recipe_did_not_suit_trains_at_its_comparison_setting_on_the_architecture(
+    tmp_path, monkeypatch
+):
+    """AMCL's transfer probe scored below its comparison probe: its model leaves the recipe out (batch 256, its
+    config's lr and crop) but keeps the architecture; its epochs count its steps at its own batch size."""
+    import compare_methods
+    import recipe_search
+
+    monkeypatch.setattr(recipe_search, "OUT", tmp_path)
+    monkeypatch.setattr(zoo_queue, "RUNS_DIR", tmp_path / "runs")
+    monkeypatch.setattr(zoo_queue, "HUB_OUT", tmp_path / "hub")
+    without = compare_methods.load_record(compare_methods.chosen_probe("amcl"))["knn"]
+    _fake_recipe_search(transfer={"amcl": without - 0.1})
+    assert recipe_search.takes_recipe("amcl") is False and recipe_search.takes_recipe("co2") is True
+    plan = zoo_queue.resnet_plan()
+    amcl, co2 = plan.models["amcl-resnet10t-fmnist"][2], plan.models["co2-resnet10t-fmnist"][2]
+    assert "model.kwargs.channels=[64,128,256,512]" in amcl, "the architecture stays"
+    assert not any(o.startswith(("aug.crop_scale", "train.batch_size", "train.base_lr")) for o in amcl)
+    assert "aug.crop_scale=[0.5,1.0]" in co2 and "train.batch_size=128" in co2
+    assert zoo_queue.batch_size(*plan.models["amcl-resnet10t-fmnist"][1:]) == 256
+    # timed: a step of AMCL at batch 256 costs 4x the MoCo v2 model's at 128, so an epoch (half the steps) 2x
+    cost = {"ratio_to_mocov2": {plan.baseline: 1.0, "amcl-resnet10t-fmnist": 4.0}, "table": plan.table()}
+    zoo_queue.zoo_cost_path().write_text(json.dumps(cost))
+    models = {m.name: m for m in zoo_queue.resnet_models()}
+    per_epoch = 3.0 * 60 / 50
+    assert f"train.epochs={int(90 / (per_epoch * 2.0))}" in models["amcl-resnet10t-fmnist"].overrides
+    # the zoo waits for every family's transfer probe
+    recipe_search.record_path(recipe_search.transfer_run("xmoco")).unlink()
+    assert zoo_queue.resnet_plan() is None and zoo_queue.resnet_models() == []
 
 
 def test_the_epochs_come_from_each_models_step_timed_on_its_own_setting(tmp_path, monkeypatch):
