@@ -247,11 +247,16 @@ def time_steps(plan: ResnetPlan) -> None:
     os.replace(tmp, zoo_cost_path())
 
 
-def batch_size(config: str, overrides: list[str]) -> int:
-    """The batch size a model trains with (all processes together: the queue trains on one)."""
+def model_config(config: str, overrides: list[str]):
+    """A model's resolved config, from this code's configs (ROOT may be another checkout)."""
     from xmoco_zoo.experiment import load_config
 
-    return load_config(Path(__file__).resolve().parent.parent / config, overrides).train.batch_size
+    return load_config(Path(__file__).resolve().parent.parent / config, overrides)
+
+
+def batch_size(config: str, overrides: list[str]) -> int:
+    """The batch size a model trains with (all processes together: the queue trains on one)."""
+    return model_config(config, overrides).train.batch_size
 
 
 def resnet_models() -> list[ZooModel]:
@@ -299,10 +304,8 @@ def export_mb(model: ZooModel) -> float:
     import torch
 
     from xmoco_zoo.backbone import create_backbone
-    from xmoco_zoo.experiment import load_config
 
-    code_root = Path(__file__).resolve().parent.parent  # this code's configs (ROOT may be another checkout)
-    cfg = load_config(code_root / model.config, model.overrides)
+    cfg = model_config(model.config, model.overrides)
     with torch.device("meta"):
         backbone = create_backbone(cfg.model.backbone, **cfg.model.kwargs)
     return sum(p.numel() for p in backbone.parameters()) * EXPORT_BYTES_PER_PARAM / 1e6 + FOLDER_MB
