@@ -150,7 +150,7 @@ def resnet_plan() -> ResnetPlan | None:
     import compare_methods
     import recipe_search
 
-    chosen = next((r for r in recipe_search.queue() if r.id.startswith(f"b{BUDGET}-")), None)
+    chosen = recipe_search.budget_choice(BUDGET)  # the best of the architectures run at BUDGET, once all are
     rec = recipe_search.load(chosen) if chosen else None
     if chosen is None or rec is None or not compare_methods.cost_path().is_file():
         return None

@@ -122,11 +122,13 @@ def test_run_trains_resumes_publishes_and_skips_what_is_published(checkout, tmp_
     assert zoo_queue.main(["run"]) == 0 and calls == [], "everything is published: nothing runs"
 
 
-def _fake_recipe_search(transfer: dict[str, float] | None = None) -> None:
+def _fake_recipe_search(
+    transfer: dict[str, float] | None = None, knn: dict[str, float] | None = None
+) -> None:
     """Records of the whole recipe search (into recipe_search.OUT, which the caller points at tmp_path): the
     full-width resnet10t wins the 30-minute stage, at 3.0 min an epoch of 50k images; the crop 0.5-1 and batch 128
     join; every family's transfer probe scores 90 (above its comparison probe: it takes the recipe) unless
-    ``transfer`` says otherwise."""
+    ``transfer`` says otherwise; ``knn`` sets other runs' scores by id."""
     import recipe_search
 
     minutes = {"resnet10t-28": 3.0, "resnet18-28": 6.0, "resnet10t-half-56": 4.0}
@@ -143,7 +145,8 @@ def _fake_recipe_search(transfer: dict[str, float] | None = None) -> None:
     scores = {"r6-crop_0.5_1": 81.0, "r6-batch_128": 81.2, "r6-combined": 81.5, "b30-resnet10t-28": 84.0,
               "v3-vit-lr_0.0015": 70.0, "v3-vit-lr_0.0005": 65.0}  # fmt: skip
     scores.update({f"t3-{family}": 90.0 for family in zoo_queue.FAMILIES})
-    scores.update({f"t3-{family}": knn for family, knn in (transfer or {}).items()})
+    scores.update({f"t3-{family}": v for family, v in (transfer or {}).items()})
+    scores.update(knn or {})
     while todo := [r for r in recipe_search.queue() if not recipe_search.record_path(r).is_file()]:
         for r in todo:
             fake(r, scores.get(r.id, 80.0))
@@ -226,6 +229,32 @@ def test_a_family_the_recipe_did_not_suit_trains_at_its_comparison_setting_on_th
     # the zoo waits for every family's transfer probe
     recipe_search.record_path(recipe_search.transfer_run("xmoco")).unlink()
     assert zoo_queue.resnet_plan() is None and zoo_queue.resnet_models() == []
+
+
+def test_the_zoo_takes_the_best_architecture_at_its_budget_among_those_tied_at_the_first(
+    tmp_path, monkeypatch
+):
+    """The half width at 28 px ties with the 30-minute winner (within recipe_search.TIE): it runs at 90 minutes
+    too, the zoo waits for it and trains on it when it wins there."""
+    import recipe_search
+
+    monkeypatch.setattr(recipe_search, "OUT", tmp_path)
+    _fake_recipe_search(knn={"b30-resnet10t-half-28": 83.8, "b90-resnet10t-half-28": 88.0})
+    at_90 = [r.id for r in recipe_search.queue() if r.cell == "budget 90"]
+    assert at_90 == ["b90-resnet10t-28", "b90-resnet10t-half-28"]
+    assert recipe_search.budget_choice(90).id == "b90-resnet10t-half-28"
+    plan = zoo_queue.resnet_plan()
+    assert set(plan.models) == {
+        f"{f}-resnet10t-half-fmnist" for f in ("mocov2", "mocov3", "co2", "xmoco", "amcl")
+    }
+    assert not any(
+        "model.kwargs.channels" in o for _, _, overrides in plan.models.values() for o in overrides
+    )
+    assert plan.minutes == 1.0 * 60 / 50, "MoCo v2's minutes per epoch from the chosen 90-minute run"
+    recipe_search.record_path(
+        next(r for r in recipe_search.queue() if r.id == "b90-resnet10t-half-28")
+    ).unlink()
+    assert zoo_queue.resnet_plan() is None, "the zoo waits for every run at its budget"
 
 
 def test_the_epochs_come_from_each_models_step_timed_on_its_own_setting(tmp_path, monkeypatch):
