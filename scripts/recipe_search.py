@@ -20,7 +20,9 @@ Stage 2, once stage 1 is done: ``combined``, every change of stage 1 that beat t
 to every family of the zoo (``transfer``: 3-epoch probes against the method comparison's); then each architecture
 with the chosen recipe at ``BUDGETS[0]`` minutes of training (its epochs from its stage-1 minutes per epoch), with
 ``LONG_CHECK`` (the crop that longer trainings need) re-checked there on the base architecture, and the
-architecture that wins there at every other budget (with the re-checked crop when it won), and an architecture
+architecture that wins there at every other budget (with the re-checked crop when it won; a run that used less than
+``UNDERUSED`` of its budget first runs again at the epochs its measured minutes fit, and the longer budgets take
+those measured minutes), and an architecture
 within ``TIE`` of it at the longest budget too (``budget_choice``: the zoo's). The report's table is
 budget -> kNN / linear (held out), with each run's command.
 """
@@ -81,6 +83,12 @@ RECIPE_AXES: list[tuple[str, str, list[str]]] = [
 # so a 6-epoch probe can reject what a 90-minute run needs: the first budget re-checks it on the base architecture,
 # and it joins the longer budgets' recipe when it beats that architecture's run there by MARGIN.
 LONG_CHECK: tuple[str, list[str]] = ("crop 0.08-1", ["aug.crop_scale=[0.08,1.0]"])
+# Stage 1's one-epoch runs estimate an architecture's minutes per epoch; a first-budget run measures them over its
+# whole length. A run that trained less than UNDERUSED of its budget (the estimate was too high: the 56 px run took
+# 19.5 of its 30 minutes) is run again at the epochs its own measured minutes fit (``-resized``), and it stands for
+# its architecture there. Within this, the estimate is as good as the machine's run-to-run noise (~10 %). The longer
+# budgets take each architecture's measured minutes per epoch.
+UNDERUSED = 0.8
 # An architecture within TIE of the first budget's winner (held-out kNN points) is not beaten beyond one seed's noise
 # (the comparison's seeds spread by 0.2-0.45, so the difference of two one-seed runs by ~0.5): it also runs at the
 # longest budget, the one the zoo trains at, where a wider network has the epochs to use its capacity. The zoo takes
@@ -197,10 +205,12 @@ def budget_runs(
     budgets: tuple[int, ...],
     change: tuple[str, list[str]] | None = None,
     suffix: str = "",
+    measured: dict[str, float] | None = None,
 ) -> list[Run]:
     """Each architecture with the chosen recipe (and ``change``: a label and overrides that do not change a
-    step's cost) at each budget: its epochs from the minutes per epoch measured in stage 1 (the chosen recipe's,
-    scaled by the architecture's cost over the base's)."""
+    step's cost) at each budget: its epochs from its minutes per epoch, ``measured[arch]`` (a first-budget run's
+    own) when given, else estimated from stage 1 (the chosen recipe's, scaled by the architecture's one-epoch cost
+    over the base's)."""
     base = per_epoch(load(runs[0]), runs[0].id)
     overrides, setting = recipe(chosen), chosen.setting
     if change is not None:
@@ -212,6 +222,7 @@ def budget_runs(
     for arch in archs:
         arch_run = next((r for r in runs if r.cell == "arch" and r.setting == arch), runs[0])
         minutes = per_epoch(load(chosen), chosen.id) * per_epoch(load(arch_run), arch_run.id) / base
+        minutes = (measured or {}).get(arch, minutes)
         for b in budgets:
             epochs = max(1, math.floor(b / minutes))
             # the kNN monitor about 5 times a run (and at its end): the minutes count the epochs alone, but
@@ -331,6 +342,19 @@ def stage2(runs: list[Run]) -> list[Run]:
     first = budget_runs(runs, chosen, list(ARCHITECTURES), BUDGETS[:1])
     check = long_check(runs, chosen)
     out = [combo, *transfer(chosen), *first, *([check] if check else [])]
+    if not done(out):
+        return out
+    measured = {arch_of(r): per_epoch(rec, r.id) for r in first if (rec := load(r)) is not None}
+    resized = {}
+    for r in first:
+        rec, arch = load(r), arch_of(r)
+        if rec is None or rec["train_minutes"] >= UNDERUSED * BUDGETS[0]:
+            continue
+        again = budget_runs(runs, chosen, [arch], BUDGETS[:1], suffix="-resized", measured=measured)[0]
+        if _epochs(again) > rec["epochs"]:
+            resized[r.id] = again
+    out += resized.values()
+    first = [resized.get(r.id, r) for r in first]
     scored = [(rec["knn"], r) for r in first if (rec := load(r)) is not None]
     if done(out) and scored:
         best, winner = max(scored, key=lambda t: t[0])
@@ -339,14 +363,18 @@ def stage2(runs: list[Run]) -> list[Run]:
         change = LONG_CHECK if checked and plain and checked["knn"] > plain["knn"] + MARGIN else None
         # the id says when the re-checked change joined, so that a record never stands for another recipe
         suffix = f"-{slug(LONG_CHECK[0])}" if change else ""
-        out += budget_runs(runs, chosen, [arch_of(winner)], BUDGETS[1:], change, suffix)
+        out += budget_runs(runs, chosen, [arch_of(winner)], BUDGETS[1:], change, suffix, measured)
         tied = [
             arch_of(r)
             for knn, r in sorted(scored, key=lambda t: -t[0])
             if r is not winner and knn >= best - TIE
         ]
-        out += budget_runs(runs, chosen, tied, BUDGETS[-1:], change, suffix)
+        out += budget_runs(runs, chosen, tied, BUDGETS[-1:], change, suffix, measured)
     return out
+
+
+def _epochs(run: Run) -> int:
+    return int(next(o for o in reversed(run.overrides) if o.startswith("train.epochs=")).split("=")[1])
 
 
 def budget_choice(budget: int) -> Run | None:

@@ -84,21 +84,29 @@ def test_stage_two_combines_the_winning_changes_and_sizes_the_budgets_by_measure
     assert check.id == "b30-resnet10t-half-28-crop_0.08_1" and check.overrides[-1] == "train.epochs=15"
     assert "aug.crop_scale=[0.08,1.0]" in check.overrides and "method.queue_size=16384" in check.overrides
     assert check.setting.endswith("T 0.03 + queue 16384 + crop 0.08-1, 15 epochs")
-    for r, knn in zip(first, (84.0, 85.0, 83.0, 84.6)):
-        _fake(r, knn)
+    # each took its 30 minutes (the estimate held), but the 56 px run only 15: 5 min an epoch, not the 8 estimated
+    for r, knn, minutes in zip(first, (84.0, 85.0, 83.0, 84.0), (2.0, 6.0, 12.0, 5.0)):
+        _fake(r, knn, minutes)
     assert _queue()[len(stage1) + 5 :] == [check]  # the longer budgets wait for the re-check
     _fake(
-        check, 84.2
+        check, 84.2, 2.0
     )  # not beyond the margin over its architecture's 84.0: the longer budgets keep the recipe
-    rest = _queue()[len(stage1) + 6 :]
+    # the under-used run again, at the epochs its own minutes fit; the longer budgets wait for it
+    [resized] = _queue()[len(stage1) + 6 :]
+    assert resized.id == "b30-resnet10t-half-56-resized" and resized.overrides[-1] == "train.epochs=6"
+    assert "aug.image_size=56" in resized.overrides and resized.cell == "budget 30"
+    _fake(resized, 84.6, 5.0)  # it stands for its architecture: now within TIE of the winner's 85.0
+    rest = _queue()[len(stage1) + 7 :]
     # the winner at the longer budgets; the 56 px half width, within TIE of it, at the longest too
     assert [r.id for r in rest] == ["b60-resnet10t-28", "b90-resnet10t-28", "b90-resnet10t-half-56"]
     assert rest[1].overrides[-1] == "train.epochs=15" and recipe_search.FULL in rest[1].overrides
-    assert rest[2].overrides[-1] == "train.epochs=11" and "aug.image_size=56" in rest[2].overrides
+    # their epochs from the minutes per epoch the 30-minute runs measured (6 and 5)
+    assert rest[0].overrides[-1] == "train.epochs=10"
+    assert rest[2].overrides[-1] == "train.epochs=18" and "aug.image_size=56" in rest[2].overrides
     assert not any(o.startswith("aug.crop_scale") for o in rest[1].overrides)
     assert "| `b30-resnet10t-28` | budget 30 |" in recipe_search.report()
     _fake(check, 84.5)  # beyond it: the crop joins them, and their ids say so
-    rest = _queue()[len(stage1) + 6 :]
+    rest = _queue()[len(stage1) + 7 :]
     assert [r.id for r in rest] == [
         "b60-resnet10t-28-crop_0.08_1",
         "b90-resnet10t-28-crop_0.08_1",
