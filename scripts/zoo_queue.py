@@ -104,7 +104,7 @@ def _length(epochs: int) -> list[str]:
     """The run's length, and its kNN monitor at the random init, after 1/8, 1/4 and 1/2 of the first epoch,
     after epochs 1, 2, 4, 8, ... and at the end: a log-spaced accuracy-against-minutes curve (the card and the
     zoo's plot) for a few evaluations, that starts before the peer library's first point (one epoch of its
-    resnet18, about 3.4 minutes here) however slow an epoch of ours is."""
+    resnet18: 12.0 training minutes here, symmetric loss at 32 px) however slow an epoch of ours is."""
     marks = [*FIRST_MARKS, *(2**i for i in range(epochs.bit_length()) if 2**i < epochs)]
     return [
         f"train.epochs={epochs}",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The peer library's reference curve for the zoo's time-to-accuracy plot (issue 15; docs/models.md): lightly's MoCo
 # v2 recipe (its CIFAR-10 settings) on resnet18 at 32 px for 10 epochs, kNN after every epoch, on this machine,
-# through benchmarks/vs_lightly.py's curve mode (about 45 minutes on 2 cores). lightly is a benchmark-only
+# through benchmarks/vs_lightly.py's curve mode (about 2 hours on 2 cores: its first epoch took 12.0 training minutes
+# and a minute of kNN on 2026-12-05; its loss is symmetric, two passes a step). lightly is a benchmark-only
 # dependency: it goes into its own venv (system site packages kept, so torch is this machine's), made once.
 # The run resumes from its checkpoint under runs/; the finished curve is copied to docs/results/lightly_curve/.
 #   bash scripts/dev/lightly_curve.sh
