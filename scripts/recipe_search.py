@@ -22,9 +22,8 @@ with the chosen recipe at ``BUDGETS[0]`` minutes of training (its epochs from it
 ``LONG_CHECK`` (the crop that longer trainings need) re-checked there on the base architecture, and the
 architecture that wins there at every other budget (with the re-checked crop when it won; a run that used less than
 ``UNDERUSED`` of its budget first runs again at the epochs its measured minutes fit, and the longer budgets take
-those measured minutes), and an architecture
-within ``TIE`` of it at the longest budget too (``budget_choice``: the zoo's). The report's table is
-budget -> kNN / linear (held out), with each run's command.
+those measured minutes), and an architecture within ``TIE`` of it at the longest budget too (``budget_choice``: the
+zoo's). The report's table is budget -> kNN / linear (held out), with each run's command.
 """
 
 from __future__ import annotations
@@ -344,15 +343,15 @@ def stage2(runs: list[Run]) -> list[Run]:
     out = [combo, *transfer(chosen), *first, *([check] if check else [])]
     if not done(out):
         return out
-    measured = {arch_of(r): per_epoch(rec, r.id) for r in first if (rec := load(r)) is not None}
-    resized = {}
-    for r in first:
-        rec, arch = load(r), arch_of(r)
-        if rec is None or rec["train_minutes"] >= UNDERUSED * BUDGETS[0]:
-            continue
-        again = budget_runs(runs, chosen, [arch], BUDGETS[:1], suffix="-resized", measured=measured)[0]
-        if _epochs(again) > rec["epochs"]:
-            resized[r.id] = again
+    recs = {r.id: rec for r in first if (rec := load(r)) is not None}
+    measured = {arch_of(r): per_epoch(recs[r.id], r.id) for r in first if r.id in recs}
+    resized = {
+        r.id: budget_runs(runs, chosen, [arch_of(r)], BUDGETS[:1], suffix="-resized", measured=measured)[0]
+        for r in first
+        if r.id in recs
+        and recs[r.id]["train_minutes"] < UNDERUSED * BUDGETS[0]
+        and math.floor(BUDGETS[0] / measured[arch_of(r)]) > recs[r.id]["epochs"]
+    }
     out += resized.values()
     first = [resized.get(r.id, r) for r in first]
     scored = [(rec["knn"], r) for r in first if (rec := load(r)) is not None]
@@ -373,19 +372,19 @@ def stage2(runs: list[Run]) -> list[Run]:
     return out
 
 
-def _epochs(run: Run) -> int:
-    return int(next(o for o in reversed(run.overrides) if o.startswith("train.epochs=")).split("=")[1])
+def _best_at(budget: int) -> tuple[list[Run], tuple[dict, Run] | None]:
+    """The runs of ``budget``, and the best of those done (held-out kNN) with its record."""
+    runs = [r for r in queue() if r.cell == f"budget {budget}"]
+    scored = [(rec, r) for r in runs if (rec := load(r)) is not None]
+    return runs, max(scored, key=lambda t: t[0]["knn"], default=None)
 
 
 def budget_choice(budget: int) -> Run | None:
     """The best run (held-out kNN) at ``budget`` minutes (at the longest, the zoo's recipe and architecture); None
     until every run of that budget is done (at the longest: the first budget's winner and the architectures tied
     with it)."""
-    last = [r for r in queue() if r.cell == f"budget {budget}"]
-    recs = [(rec, r) for r in last if (rec := load(r)) is not None]
-    if not last or not done(last) or not recs:
-        return None
-    return max(recs, key=lambda t: t[0]["knn"])[1]
+    runs, best = _best_at(budget)
+    return best[1] if runs and done(runs) and best else None
 
 
 def queue() -> list[Run]:
@@ -420,10 +419,10 @@ def budget_table() -> str:
     """Budget -> the best held-out run within it (by kNN), with its recipe and its exact command."""
     rows = []
     for b in BUDGETS:
-        done_runs = [(rec, r) for r in queue() if r.cell == f"budget {b}" and (rec := load(r)) is not None]
-        if not done_runs:
+        _, best = _best_at(b)
+        if best is None:
             continue
-        rec, r = max(done_runs, key=lambda t: t[0]["knn"])
+        rec, r = best
         command = " ".join(r.pretrain_command(RUNS_DIR / r.id))
         minutes = f"{rec['train_minutes']:.1f}" if rec.get("train_minutes") else ""
         rows.append(
