@@ -38,13 +38,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-from run_queue import Run, cmd_list, cmd_run  # noqa: E402
+from run_queue import Run, cmd_list, cmd_run, reference_minutes  # noqa: E402
 
 OUT = Path(os.environ.get("XMOCO_RECIPE_OUT", ROOT / "docs" / "results" / "recipe_search"))
 RUNS_DIR = ROOT / "runs" / "recipe"
 CONFIG = "recipes/configs/mocov2_fmnist.yaml"
 EPOCHS = 6  # stage 1's budget: the quickstart's
-BUDGETS = (30, 60, 90)  # minutes of training (the runs' train_minutes) on this machine
+BUDGETS = (
+    30,
+    60,
+    90,
+)  # minutes of training (the runs' train_minutes) on the reference machine (run_queue.reference_minutes)
 MARGIN = 0.3  # a change joins the combination when it beats the base by more than this (held-out kNN points)
 
 # The base: MoCo v2's Fashion-MNIST config at T 0.05, the temperature the method comparison's held-out probes
@@ -180,15 +184,27 @@ def combined(runs: list[Run]) -> Run | None:
     return _val(f"r{EPOCHS}-combined", "combined", overrides, label, EPOCHS)
 
 
+def minutes_text(rec: dict) -> str:
+    """A record's training minutes as the tables show them: as measured, and on the reference machine's scale
+    where its machine was another (``49.8 (x1.81: 90.1)``)."""
+    if not rec.get("train_minutes"):
+        return ""
+    text = f"{rec['train_minutes']:.1f}"
+    if rec.get("machine_pace"):
+        text += f" (x{rec['machine_pace']['speed']:.2f}: {reference_minutes(rec):.1f})"
+    return text
+
+
 def per_epoch(rec: dict | None, run_id: str = "") -> float:
-    """Training minutes per epoch of a stage-1 record (the epochs alone, ``train_minutes``)."""
+    """Training minutes per epoch of a stage-1 record (the epochs alone, ``train_minutes``), on the reference
+    machine's scale (run_queue.reference_minutes: a record made on a faster machine counts its minutes there)."""
     if not rec or not rec.get("train_minutes"):
         raise SystemExit(
             f"recipe_search: the record of {run_id or 'a stage-1 run'} has no train_minutes, so the budgets' epochs "
             f"cannot be computed; delete {OUT / 'runs' / (run_id + '.json')} and run it again with the current "
             f"scripts/run_queue.py (which records the epochs' minutes)"
         )
-    return rec["train_minutes"] / rec["epochs"]
+    return reference_minutes(rec) / rec["epochs"]
 
 
 def with_change(overrides: list[str], change: list[str]) -> list[str]:
@@ -349,7 +365,7 @@ def stage2(runs: list[Run]) -> list[Run]:
         r.id: budget_runs(runs, chosen, [arch_of(r)], BUDGETS[:1], suffix="-resized", measured=measured)[0]
         for r in first
         if r.id in recs
-        and recs[r.id]["train_minutes"] < UNDERUSED * BUDGETS[0]
+        and reference_minutes(recs[r.id]) < UNDERUSED * BUDGETS[0]
         and math.floor(BUDGETS[0] / measured[arch_of(r)]) > recs[r.id]["epochs"]
     }
     out += resized.values()
@@ -406,7 +422,7 @@ def report() -> str:
             lines.append(f"| `{r.id}` | {r.cell} | {r.setting} | | | diverged | | |")
             continue
         curve = ", ".join(f"{v:.2f}" for v in rec.get("knn_curve", []))
-        minutes = f"{rec['train_minutes']:.1f}" if rec.get("train_minutes") else ""
+        minutes = minutes_text(rec)
         linear = f"{rec['linear']:.2f}" if "linear" in rec else ""
         lines.append(
             f"| `{r.id}` | {r.cell} | {r.setting} | {rec['epochs']} | {minutes} | {rec['knn']:.2f} | "
@@ -424,7 +440,7 @@ def budget_table() -> str:
             continue
         rec, r = best
         command = " ".join(r.pretrain_command(RUNS_DIR / r.id))
-        minutes = f"{rec['train_minutes']:.1f}" if rec.get("train_minutes") else ""
+        minutes = minutes_text(rec)
         rows.append(
             f"| {b} | `{r.id}` | {r.setting} | {minutes} | {rec['knn']:.2f} | "
             f"{rec.get('linear', float('nan')):.2f} | `{command}` |"
@@ -498,12 +514,12 @@ def chart(out: Path) -> bool:
     by_arch: dict[str, list[tuple[float, float]]] = {}
     for r in budget:
         arch = r.setting.split(",", 1)[0] + (" (crop re-check)" if r.id.endswith(slug(LONG_CHECK[0])) else "")
-        by_arch.setdefault(arch, []).append((recs[r.id].get("train_minutes") or 0.0, recs[r.id]["knn"]))
+        by_arch.setdefault(arch, []).append((reference_minutes(recs[r.id]) or 0.0, recs[r.id]["knn"]))
     for arch, points in sorted(by_arch.items()):
         points.sort()
         right.plot([m for m, _ in points], [k for _, k in points], marker="o", label=arch)
     right.axhline(base["knn"], color="tab:gray", ls=":", lw=1, label=f"base, {EPOCHS} epochs")
-    right.set_xlabel("training minutes (this machine)", fontsize=8)
+    right.set_xlabel("training minutes (on the reference machine's scale)", fontsize=8)
     right.set_title("budget runs: held-out kNN", fontsize=9)
     right.legend(fontsize=7)
     fig.tight_layout()

@@ -19,10 +19,13 @@ import os
 import platform
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from xmoco_zoo.pace import PACE_FILE, read_pace, speed_of
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = [
@@ -117,6 +120,28 @@ def knn_curve(log: str) -> list[float]:
     return [curve[e] for e in sorted(curve)]
 
 
+def pace_command(out_dir: Path) -> list[str]:
+    """benchmarks/machine_pace.py (about a minute), appending to the run folder's pace file."""
+    return [
+        sys.executable,
+        "benchmarks/machine_pace.py",
+        "--threads",
+        "2",
+        "--json",
+        str(out_dir / PACE_FILE),
+    ]
+
+
+def reference_minutes(rec: dict) -> float | None:
+    """A record's training minutes on the reference machine's scale (xmoco_zoo/pace.py): ``train_minutes`` times
+    its machine's speed. A record without a ``machine_pace`` was made on the reference machine itself (every run
+    before 2026-12-06)."""
+    minutes = rec.get("train_minutes")
+    if minutes is None:
+        return None
+    return minutes * (speed_of(rec.get("machine_pace"), f"record {rec.get('id')}") or 1.0)
+
+
 def execute(run: Run, runs_dir: Path) -> dict:
     """Pretrain (resuming a cut run) and, if the run wants it, linear-probe ``run``; its record."""
     out_dir = runs_dir / run.id
@@ -124,6 +149,8 @@ def execute(run: Run, runs_dir: Path) -> dict:
     pre = run.pretrain_command(out_dir)
     resumed = (out_dir / "checkpoints").is_dir() and any((out_dir / "checkpoints").glob("epoch_*"))
     if not (out_dir / "summary.json").is_file():
+        # this machine's speed at every start (xmoco_zoo/pace.py): the record's minutes on the reference scale
+        sh(pace_command(out_dir), log)
         seconds = sh(pre + (["--resume"] if resumed else []), log)
     else:
         seconds = None
@@ -147,6 +174,8 @@ def execute(run: Run, runs_dir: Path) -> dict:
         "machine": machine(),
         "knn_curve": knn_curve(log.read_text()),
     }
+    if (pace := read_pace(out_dir)) is not None:
+        rec["machine_pace"] = pace
     if run.setting:
         rec["setting"] = run.setting
     if run.wants_linear:

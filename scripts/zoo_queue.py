@@ -7,7 +7,8 @@
     python scripts/zoo_queue.py retire               # remove and commit the models a newer one of their family dominates
 
 A model is one pretraining on the 60k Fashion-MNIST train images (``recipes/pretrain.py``, 1 process, 2 threads,
-``runs/zoo/<name>``; a cut run resumes from its newest checkpoint) followed by ``scripts/publish_fmnist.sh``:
+``runs/zoo/<name>``; a cut run resumes from its newest checkpoint), each start of it preceded by a minute of
+``benchmarks/machine_pace.py`` (the machine's speed, which the card reports beside the minutes), followed by ``scripts/publish_fmnist.sh``:
 the export (float16 weights), kNN, linear probe, fine-tuning and 10 % labels, each beside its baselines, and the
 card. A model is done when ``<hub>/<name>/`` holds all four results: the queue skips it.
 
@@ -40,7 +41,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-from run_queue import LAUNCH, RunFailed, sh  # noqa: E402
+from run_queue import LAUNCH, RunFailed, pace_command, sh  # noqa: E402
 
 HUB_OUT = Path(os.environ.get("XMOCO_HUB_OUT", ROOT / "hub"))
 RUNS_DIR = ROOT / "runs" / "zoo"
@@ -459,6 +460,8 @@ def run_model(model: ZooModel) -> Path:
     log = RUNS_DIR / f"{model.name}.log"
     if not (out_dir / "summary.json").is_file():
         resumed = any((out_dir / "checkpoints").glob("epoch_*"))
+        # this machine's speed, at every start: the card puts the minutes on the reference machine's scale
+        sh(pace_command(out_dir), log)
         sh(model.pretrain_command() + (["--resume"] if resumed else []), log)
     if not published(ROOT / "hub" / model.name):
         sh(model.publish_command(), log)

@@ -106,13 +106,15 @@ def test_run_trains_resumes_publishes_and_skips_what_is_published(checkout, tmp_
         calls.append(cmd)
         if "recipes/pretrain.py" in cmd:
             (zoo_queue.RUNS_DIR / cut.name / "summary.json").write_text("{}")
-        else:
+        elif "scripts/publish_fmnist.sh" in cmd:
             _publish_into(checkout / "hub" / cut.name, knn=82.25)
         return 1.0
 
     monkeypatch.setattr(zoo_queue, "sh", fake_sh)
     assert zoo_queue.main(["run"]) == 0
-    pretrain, publish = calls
+    pace, pretrain, publish = calls
+    # the machine's speed is measured before the training starts (or resumes), into the run folder
+    assert pace[1] == "benchmarks/machine_pace.py" and pace[-1].endswith("runs/zoo/cut/machine_pace.json")
     assert pretrain[-1] == "--resume" and "train.epochs=9" in pretrain
     assert "train.output_dir=runs/zoo/cut" in pretrain
     assert publish == ["bash", "scripts/publish_fmnist.sh", "runs/zoo/cut", "cut"]

@@ -159,6 +159,9 @@ def _training_text(meta: dict[str, Any]) -> str:
     text = f"{epochs} epoch{'' if epochs == 1 else 's'}{steps} of batch {t.get('batch_size', '?')} ({procs} process{'es' if procs != 1 else ''})"
     if t.get("train_minutes") is not None:
         text += f", {t['train_minutes']:.0f} min" + (f" on {t['machine']}" if t.get("machine") else "")
+        speed = (t.get("machine_pace") or {}).get("speed")
+        if speed:
+            text += f" (machine speed {speed:.2f}: about {t['train_minutes'] * speed:.0f} min on the reference machine)"
     return text
 
 

@@ -281,9 +281,10 @@ def export_checkpoint(
 ) -> Path:
     """Export the online backbone of a training checkpoint (``runs/X/checkpoints/epoch_NNNN``, or a run
     folder ``runs/X`` for its newest complete checkpoint), with the results stored in that checkpoint, its
-    weights stored in ``dtype``."""
+    weights stored in ``dtype``, and the run folder's ``machine_pace.json`` (xmoco_zoo/pace.py) where there is one."""
     from . import checkpoint as ckpt
     from .backbone import create_backbone
+    from .pace import read_pace
 
     ckpt_dir = Path(ckpt_dir)
     if (ckpt_dir / "checkpoints").is_dir() and not (ckpt_dir / ckpt.META).is_file():
@@ -307,6 +308,9 @@ def export_checkpoint(
             f"missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
     training = {"epochs": meta.get("epoch"), **(meta.get("training") or {})}
+    # how fast the machine was against the reference machine (xmoco_zoo/pace.py), where the run measured it
+    if (pace := read_pace(ckpt_dir.parent.parent)) is not None:
+        training["machine_pace"] = pace
     return export_model(
         backbone,
         out_dir,

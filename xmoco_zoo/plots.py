@@ -193,11 +193,14 @@ def plot_zoo(
     """The published models' kNN (left) and linear probe (right) top-1 against their training minutes: a marker
     per model, labelled, a line per family, and ``reference`` (another library's curve, read by
     :func:`xmoco_zoo.zoo.read_reference_curve`) dashed. Models without training minutes are left out and named
-    under the plot. Returns the PNG, the models drawn and those left out for want of minutes."""
-    from .zoo import eval_text, index_rows, read_reference_curve
+    under the plot. The minutes are on the reference machine's scale when every run (and the reference) records its
+    machine's speed (:func:`xmoco_zoo.zoo.on_one_scale`), as measured otherwise. Returns the PNG, the models drawn and those left out for want of minutes."""
+    from .zoo import eval_text, index_rows, on_one_scale, read_reference_curve
 
     rows = index_rows(hub_dir)
     curve = read_reference_curve(reference) if reference is not None else None
+    # machines of different speeds on one scale: the reference machine's, where every run measured its speed
+    rows, curve, scale = on_one_scale(rows, curve)
     timed = [r for r in rows if r.train_minutes is not None and ("knn" in r.top1 or "linear" in r.top1)]
     skipped = [r.model for r in rows if r.train_minutes is None]
     unmeasured = [r.model for r in rows if r.train_minutes is not None and r not in timed]
@@ -237,7 +240,7 @@ def plot_zoo(
                 ax.plot([], [], ls="--", color="0.35", label=f"{curve.label}: no {title} points yet")
         ax.margins(x=0.15, y=0.1)  # room for the labels
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel("training minutes (the epochs' wall clock)", fontsize=8)
+        ax.set_xlabel(f"training minutes (the epochs' wall clock) {scale.split(' (')[0]}", fontsize=8)
         ax.set_ylabel("top-1 (%)", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)

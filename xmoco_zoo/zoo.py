@@ -19,13 +19,17 @@ same rows, so they cannot disagree:
 
 Models sort by family, then kNN top-1 (best first). Training minutes (``training.train_minutes``: the epochs'
 wall clock, without start-up, the kNN monitor or checkpoints) and the machine (``training.machine``) are
-recorded by runs from 2026-12-02 on; an older model shows an empty cell (``—``).
+recorded by runs from 2026-12-02 on; an older model shows an empty cell (``—``). The machine's speed against
+the reference machine (``training.machine_pace``, :mod:`xmoco_zoo.pace`; the zoo's runs from 2026-12-06 on) is
+the CSV's ``machine_speed``: the plot and the time-to-accuracy comparison put minutes on the reference machine's
+scale with it (:func:`on_one_scale`).
 
 A reference curve (:func:`read_reference_curve`) is another library's accuracy against its training minutes,
 for ``xmoco-zoo plot zoo --reference FILE``. JSON::
 
     {"label": "lightly MoCo v2 (examples/pytorch/moco.py)", "machine": "...", "command": "...",
-     "points": [{"epochs": 1, "minutes": 3.1, "knn": 70.2, "linear": null}, ...]}
+     "points": [{"epochs": 1, "minutes": 3.1, "knn": 70.2, "linear": null}, ...],
+     "machine_pace": {"speed": 1.8, ...}}
 
 ``minutes`` and ``knn`` per point are required (``knn`` may be null where only ``linear`` was measured), the rest
 optional; ``points`` may be empty (not measured yet). A CSV with the header ``minutes,knn[,linear][,epochs]``
@@ -39,12 +43,13 @@ import io
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import InputNotFoundError, UserError
 from .folder import META_KEY, read_folder_config
+from .pace import speed_of
 from .results import DATASET_NAMES, EvalRecord, read_results
 
 CSV_NAME = "results.csv"
@@ -67,6 +72,7 @@ CSV_COLUMNS = (
     "epochs",
     "train_minutes",
     "machine",
+    "machine_speed",
     *(f"{p}_top1" for p in PROTOCOLS),
     "eval",
     "commit",
@@ -106,6 +112,8 @@ class ZooRow:
     # the training's kNN monitor: [minutes, top-1] at each evaluation (training.knn_curve; runs from 2026-12-05)
     knn_curve: list[list[float]] = field(default_factory=list)
     command: str | None = None  # the pretraining command (training.command)
+    # the training machine's speed against the reference machine (training.machine_pace; xmoco_zoo/pace.py)
+    speed: float | None = None
 
     def csv_row(self) -> dict[str, str]:
         d = {
@@ -119,6 +127,7 @@ class ZooRow:
             "epochs": self.epochs,
             "train_minutes": None if self.train_minutes is None else f"{self.train_minutes:.2f}",
             "machine": self.machine,
+            "machine_speed": None if self.speed is None else f"{self.speed:.3f}",
             **{f"{p}_top1": _num(self.top1.get(p)) for p in PROTOCOLS},
             "eval": self.eval,
             "commit": self.commit,
@@ -170,6 +179,9 @@ def model_row(folder: str | Path) -> ZooRow:
         baselines={p: dict(r.baselines) for p, r in chosen.items() if r.baselines},
         knn_curve=[[float(m), float(t)] for m, t in training.get("knn_curve") or []],
         command=training.get("command"),
+        speed=speed_of(
+            training.get("machine_pace"), f"{folder}/config.json: xmoco_zoo.training.machine_pace"
+        ),
     )
 
 
@@ -328,7 +340,8 @@ def caption(rows: list[ZooRow], csv_ref: str = CSV_NAME) -> str:
     baselines = f"; {BASELINES_TEXT}" if any(r.baselines for r in rows) else ""
     return (
         f"Top-1 % on {on}{baselines}. Minutes: the training epochs' wall clock, on the machine named in "
-        f"{csv_ref} ({NONE}: trained before it was recorded)."
+        f"{csv_ref} ({NONE}: trained before it was recorded); its speed against the reference machine is the "
+        "CSV's machine_speed (docs/models.md)."
     )
 
 
@@ -431,6 +444,11 @@ def model_sections(rows: list[ZooRow], page_dir: str | Path) -> str:
         trained = f"{r.epochs} epochs" if r.epochs is not None else "epochs not recorded"
         if r.train_minutes is not None:
             trained += f", {r.train_minutes:.1f} min of training" + (f" on {r.machine}" if r.machine else "")
+            if r.speed is not None:
+                trained += (
+                    f" (machine speed {r.speed:.2f}: {r.train_minutes * r.speed:.1f} min on the reference "
+                    "machine, [how](../xmoco_zoo/pace.py))"
+                )
         facts = [
             f"[`{shown}`]({folder}) ([model card]({folder}/README.md))",
             r.family,
@@ -510,6 +528,37 @@ class ReferenceCurve:
     machine: str | None = None
     command: str | None = None
     path: str = ""
+    speed: float | None = None  # its machine's speed against the reference machine ("machine_pace")
+
+
+REFERENCE_SCALE = "on the reference machine (measured minutes x machine speed, xmoco_zoo/pace.py)"
+MEASURED_SCALE = (
+    "as measured (a machine speed is not recorded for every run: compare runs of one machine only)"
+)
+
+
+def on_one_scale(
+    rows: list[ZooRow], curve: ReferenceCurve | None = None
+) -> tuple[list[ZooRow], ReferenceCurve | None, str]:
+    """The rows' (and the reference curve's) minutes on one scale, and which: the reference machine's when every
+    timed run records its machine's speed (xmoco_zoo/pace.py), as measured otherwise. Minutes of machines of
+    different speeds compare only on the reference machine's scale."""
+    timed = [r for r in rows if r.train_minutes is not None]
+    if any(r.speed is None for r in timed) or (curve is not None and curve.speed is None):
+        return rows, curve, MEASURED_SCALE
+
+    def row(r: ZooRow) -> ZooRow:
+        if r.train_minutes is None or r.speed is None:
+            return r
+        curve_pts = [[m * r.speed, t] for m, t in r.knn_curve]
+        return replace(r, train_minutes=r.train_minutes * r.speed, knn_curve=curve_pts)
+
+    scaled = None
+    if curve is not None:
+        factor = float(curve.speed or 1.0)
+        points = [{**p, "minutes": float(p["minutes"]) * factor} for p in curve.points]
+        scaled = replace(curve, points=points)
+    return [row(r) for r in rows], scaled, REFERENCE_SCALE
 
 
 def best_by_minutes(rows: list[ZooRow]) -> list[tuple[float, float, str]]:
@@ -536,8 +585,9 @@ def compare_with_reference(rows: list[ZooRow], curve: ReferenceCurve) -> list[st
     """At each of the reference's kNN points (m minutes, its top-1), ours: the best kNN any of our runs had
     reached within m minutes (:func:`best_by_minutes`). One line per point, and a last line: whether ours is
     above at every point."""
+    rows, curve, scale = on_one_scale(rows, curve)
     ours = best_by_minutes(rows)
-    lines, above = [], True
+    lines, above = [f"minutes: {scale}"], True
     for p in curve.points:
         if p.get("knn") is None:
             continue
@@ -596,6 +646,7 @@ def read_reference_curve(path: str | Path) -> ReferenceCurve:
         machine=data.get("machine"),
         command=data.get("command"),
         path=str(path),
+        speed=speed_of(data.get("machine_pace"), f"{path}: machine_pace"),
     )
 
 

@@ -1,0 +1,113 @@
+"""How fast the machine that timed a result was, against the reference machine this project counts minutes on.
+
+This project's minutes (the recipe search's budgets, the zoo's training minutes, the peer library's reference
+curve) are measured on 2-core development machines that are not all alike: two machines that both call
+themselves "AMD EPYC, 2 cores" trained the same full-width resnet10t epoch in 2.27 and 1.25 minutes. A minute
+means something only beside its machine's speed, and two results' minutes compare only on one scale.
+
+The speed is measured by ``benchmarks/machine_pace.py``, in about a minute: the median seconds of one MoCo v2
+training step on the method comparison's setting (half-width resnet10t, 28 px, batch 256, 2 threads, the batch's
+loading included: ``benchmarks/cell_cost.py``'s mocov2 cell), against the same measurement on the reference
+machine (:data:`REFERENCE_STEP_S`)::
+
+    speed = reference step / this machine's step        (> 1: faster than the reference machine)
+    reference minutes = measured minutes x speed        (about what the run would have taken there)
+
+A run folder's ``machine_pace.json`` holds one measurement per start of its training (a run cut and resumed on
+another machine has one for each); ``xmoco-zoo export`` copies it into ``config.json``
+(``xmoco_zoo.training.machine_pace``), and the zoo's index, plot and time-to-accuracy comparison put minutes on
+the reference machine's scale with its ``speed``, the median of the measurements. A reference curve (another
+library's, :func:`xmoco_zoo.zoo.read_reference_curve`) carries the same ``machine_pace`` object.
+
+One step of one model is a calibration, not a law: a machine can be faster on one network than on another. The
+benchmark's JSON keeps the measured steps, so that the scale can be checked against a run's own pace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+PACE_FILE = "machine_pace.json"  # in a run folder: benchmarks/machine_pace.py --json RUN/machine_pace.json
+# The reference machine's MoCo v2 step on the comparison's setting: benchmarks/cell_cost.py's mocov2 median,
+# 12 rounds of 5 steps with the batch's loading, on the development machine of 2026-12-02..05 ("AMD EPYC",
+# 2 threads, torch 2.14.1), where the method comparison and the recipe search ran
+# (docs/results/methods_fmnist/cell_cost.json).
+REFERENCE_STEP_S = 0.2658
+REFERENCE_MACHINE = "the development machine of 2026-12-02 to 2026-12-05 (AMD EPYC, 2 threads, torch 2.14.1)"
+
+
+class PaceError(UserError):
+    """A machine-pace file that cannot be read."""
+
+
+def measurement(step_s: float, machine: str, date: str, steps: list[float] | None = None) -> dict[str, Any]:
+    """One measurement: this machine's median MoCo v2 step and its speed against the reference machine."""
+    if not step_s > 0:
+        raise PaceError(f"a measured step must take a positive time, got {step_s!r}")
+    m: dict[str, Any] = {
+        "date": date,
+        "machine": machine,
+        "median_step_s": round(step_s, 5),
+        "reference_step_s": REFERENCE_STEP_S,
+        "speed": round(REFERENCE_STEP_S / step_s, 4),
+    }
+    if steps:
+        m["steps_s"] = [round(s, 5) for s in steps]
+    return m
+
+
+def summarize(measurements: list[dict[str, Any]]) -> dict[str, Any]:
+    """The pace object stored in a run folder and in ``config.json``: the measurements and their median speed."""
+    if not measurements:
+        raise PaceError("a machine pace needs at least one measurement")
+    return {
+        "speed": round(statistics.median(float(m["speed"]) for m in measurements), 4),
+        "reference": REFERENCE_MACHINE,
+        "measurements": measurements,
+    }
+
+
+def speed_of(pace: Any, where: str = "machine_pace") -> float | None:
+    """The speed of a pace object (None when there is none); a malformed one is a PaceError naming ``where``."""
+    if pace is None:
+        return None
+    speed = pace.get("speed") if isinstance(pace, dict) else None
+    if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not speed > 0:
+        raise PaceError(
+            f"{where}: a machine pace is an object with a positive 'speed' (benchmarks/machine_pace.py writes "
+            f"it), got {pace!r}"
+        )
+    return float(speed)
+
+
+def read_pace(path: str | Path) -> dict[str, Any] | None:
+    """A run folder's pace file (``RUN/machine_pace.json``, or the file itself); None when there is none."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / PACE_FILE
+    if not path.is_file():
+        return None
+    try:
+        pace = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise PaceError(f"{path}: not valid JSON ({e}); measure again with benchmarks/machine_pace.py") from e
+    speed_of(pace, str(path))
+    return pace
+
+
+def add_measurement(path: str | Path, m: dict[str, Any]) -> dict[str, Any]:
+    """Append one measurement to a pace file (created if missing), atomically; the updated pace."""
+    path = Path(path)
+    old = read_pace(path)
+    pace = summarize([*(old["measurements"] if old else []), m])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(pace, indent=2) + "\n")
+    os.replace(tmp, path)
+    return pace
