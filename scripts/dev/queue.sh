@@ -47,8 +47,10 @@ case "${1:-}" in
     ;;
   pause-after)
     id=${2:?RECORD_ID}
-    # a record of the comparison or the recipe search, or a model the zoo queue delivered to hub/
-    until ls "$MAIN"/docs/results/*/runs/"$id".json >/dev/null 2>&1 || [ -d "$MAIN/hub/$id" ]; do sleep 20; done
+    # a record of the comparison or the recipe search, or a model the zoo queue delivered to hub/ (published by
+    # the queue: an older folder of the same name, which the zoo's model replaces, does not count)
+    until ls "$MAIN"/docs/results/*/runs/"$id".json >/dev/null 2>&1 ||
+      (cd "$MAIN" && python3 scripts/zoo_queue.py published "$id"); do sleep 20; done
     bash "$0" stop
     echo "paused after $id"
     ;;
