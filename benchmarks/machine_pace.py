@@ -6,7 +6,8 @@ medians), the measurement whose value on the reference machine is ``xmoco_zoo.pa
 
     speed = reference step / this machine's step      (> 1: this machine is faster)
 
-About a minute on 2 cores. Run it on a quiet machine (no training, no test suite), just before the training it
+About a minute on 2 cores, with OpenMP's default wait policy whatever the caller's environment says (the
+reference's). Run it on a quiet machine (no training, no test suite), just before the training it
 describes: the zoo's queue (scripts/zoo_queue.py) does so before every start or resume of a model's training,
 ``scripts/dev/lightly_curve.sh`` before the peer library's curve.
 
@@ -17,23 +18,33 @@ describes: the zoo's queue (scripts/zoo_queue.py) does so before every start or 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).parent))
-
-import cell_cost  # noqa: E402
 
 from xmoco_zoo.pace import REFERENCE_MACHINE, add_measurement, measurement  # noqa: E402
 
 CELL = "mocov2"
 
 
+def restart_with_default_omp_policy(environ=os.environ, execve=os.execve) -> None:
+    """Start this script again without ``OMP_WAIT_POLICY`` when it is set. The reference was measured with OpenMP's
+    default wait policy; the run queues set PASSIVE for their trainings (scripts/run_queue.py), which made this step
+    0.218 s instead of 0.138 s on one machine within three minutes (2026-12-06). OpenMP reads the variable once,
+    when torch loads, so it cannot be unset in a running process."""
+    if "OMP_WAIT_POLICY" in environ:
+        env = {k: v for k, v in environ.items() if k != "OMP_WAIT_POLICY"}
+        execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
 def main(argv: list[str] | None = None) -> dict:
+    import cell_cost
+    import torch
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=12, help="rounds of --steps steps (the reference's: 12)")
     p.add_argument("--warmup", type=int, default=3)
@@ -44,22 +55,16 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        timing = cell_cost.main(
-            [
-                "--cells",
-                CELL,
-                "--threads",
-                str(args.threads),
-                "--rounds",
-                str(args.rounds),
-                "--warmup",
-                str(args.warmup),
-                "--steps",
-                str(args.steps),
-                "--json",
-                str(Path(tmp) / "cost.json"),
-            ]  # fmt: skip
-        )
+        cost = ["--cells", CELL, "--threads", str(args.threads), "--rounds", str(args.rounds)]
+        cost += [
+            "--warmup",
+            str(args.warmup),
+            "--steps",
+            str(args.steps),
+            "--json",
+            str(Path(tmp) / "cost.json"),
+        ]
+        timing = cell_cost.main(cost)
     step = timing["median_step_s"][CELL]
     m = measurement(step, timing["machine"], time.strftime("%Y-%m-%d %H:%M"))
     print(
@@ -73,4 +78,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    restart_with_default_omp_policy()
     main()

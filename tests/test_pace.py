@@ -86,6 +86,21 @@ def test_the_benchmark_times_the_comparisons_mocov2_step_and_appends_it(tmp_path
     assert len(read_pace(out)["measurements"]) == 2
 
 
+def test_the_benchmark_restarts_without_the_queues_omp_wait_policy():
+    """The reference step was timed with OpenMP's default wait policy; the queues' PASSIVE made it 1.6x slower."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import machine_pace
+
+    calls = []
+    machine_pace.restart_with_default_omp_policy(
+        {"OMP_WAIT_POLICY": "PASSIVE", "A": "1"}, lambda *a: calls.append(a)
+    )
+    [(exe, argv, env)] = calls
+    assert exe == sys.executable and argv[0] == sys.executable and env == {"A": "1"}
+    machine_pace.restart_with_default_omp_policy({"A": "1"}, lambda *a: calls.append(a))
+    assert len(calls) == 1, "without the variable it runs on"
+
+
 def test_the_export_carries_the_run_folders_pace_into_config_json(run, tmp_path):  # noqa: F811
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
