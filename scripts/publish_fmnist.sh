@@ -24,7 +24,8 @@ LAUNCH=(accelerate launch --num_processes 1 --num_machines 1 --mixed_precision n
 
 # Every number of a published card must come from code that can be checked out: a committed tree, both for the
 # evaluations (now) and for the training (its recorded commit).
-if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
+# (hub/ is output: a model re-published under its name rewrites its own tracked folder there)
+if [ -n "$(git status --porcelain --untracked-files=no -- . ':(exclude)hub')" ]; then
   echo "error: the working tree has uncommitted changes — commit them first: the evaluations record the commit" >&2
   exit 2
 fi

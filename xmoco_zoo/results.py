@@ -161,7 +161,8 @@ def read_results(folder: str | Path) -> list[EvalRecord]:
 
 
 def git_commit() -> str | None:
-    """The xmoco-zoo source commit (with ``+dirty`` when the tree has changes), or None outside a git checkout."""
+    """The xmoco-zoo source commit (with ``+dirty`` when the tree has changes outside ``hub/``), or None outside a
+    git checkout."""
     root = Path(__file__).resolve().parent.parent
     if not (root / ".git").exists():
         return None
@@ -169,8 +170,20 @@ def git_commit() -> str | None:
         sha = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
+        # hub/ holds published models (weights and results, outputs): a model re-published under its name
+        # rewrites its tracked files there, which leaves the code as committed
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            [
+                "git",
+                "-C",
+                str(root),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":(exclude)hub",
+            ],
             capture_output=True,
             text=True,
             check=True,

@@ -210,7 +210,8 @@ def backbone_text(
     arch: str, model_args: dict[str, Any], num_features: int | None, default: int | None = None
 ) -> str:
     """``arch``, with a note when ``model_args`` change it: its width against timm's default (the feature
-    dimension's ratio, e.g. "half width"), then any other constructor argument (``in_chans`` is in the input).
+    dimension's ratio, e.g. "half width"; none at the default width), then any other constructor argument
+    (``in_chans`` is in the input).
     ``default``: the default feature dimension when the export recorded it (else timm builds the architecture)."""
     notes = []
     if default is None:  # an export from before the key, or a conversion: build it (imports timm, ~3 s)
@@ -220,7 +221,8 @@ def backbone_text(
     ratio = num_features / default if num_features and default else 1.0
     if ratio != 1.0:
         notes.append(WIDTH_WORDS.get(ratio, f"width x{ratio:g}"))
-    hidden = _SHOWN_ELSEWHERE | (_WIDTH_ARGS if ratio != 1.0 else set())
+    # width arguments that keep the default feature dimension (timm's own channels, spelled out) say nothing
+    hidden = _SHOWN_ELSEWHERE | _WIDTH_ARGS
     notes += [f"{k}={json.dumps(v)}" for k, v in sorted(model_args.items()) if k not in hidden]
     return ", ".join([arch, *notes])
 
