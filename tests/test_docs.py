@@ -151,4 +151,4 @@ def test_use_a_backbone_downstream(tmp_path):
     outputs = run_page("downstream.md", tmp_path)
     for name in ("moco_v2_r50_torchvision.pth", "moco_v2_r50_detectron2.pkl", "mocov2_fmnist.onnx"):
         assert (tmp_path / name).is_file(), name
-    assert outputs[-1].strip() == "(5, 256)"
+    assert outputs[-1].strip() == "(5, 512)"
