@@ -20,7 +20,7 @@ the reference machine's scale with its ``speed``, the median of the measurements
 library's, :func:`xmoco_zoo.zoo.read_reference_curve`) carries the same ``machine_pace`` object.
 
 One step of one model is a calibration, not a law: a machine can be faster on one network than on another. The
-benchmark's JSON keeps the measured steps, so that the scale can be checked against a run's own pace.
+pace file keeps each median step and its machine, so that the scale can be checked against a run's own pace.
 """
 
 from __future__ import annotations
