@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -54,17 +53,9 @@ def main(argv: list[str] | None = None) -> dict:
         "--json", help="append the measurement to this pace file (a run folder's machine_pace.json)"
     )
     args = p.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        cost = ["--cells", CELL, "--threads", str(args.threads), "--rounds", str(args.rounds)]
-        cost += [
-            "--warmup",
-            str(args.warmup),
-            "--steps",
-            str(args.steps),
-            "--json",
-            str(Path(tmp) / "cost.json"),
-        ]
-        timing = cell_cost.main(cost)
+    cost = ["--cells", CELL, "--threads", str(args.threads), "--rounds", str(args.rounds)]
+    cost += ["--warmup", str(args.warmup), "--steps", str(args.steps)]
+    timing = cell_cost.main(cost)  # returns the timing; its own --json would write a file nobody reads
     step = timing["median_step_s"][CELL]
     m = measurement(step, timing["machine"], time.strftime("%Y-%m-%d %H:%M"))
     print(

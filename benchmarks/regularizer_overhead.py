@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -25,6 +24,7 @@ import torch
 from xmoco_zoo import create_method
 from xmoco_zoo.config import TrainConfig
 from xmoco_zoo.optim import create_optimizer
+from xmoco_zoo.results import cpu_name
 
 METHODS = {
     "mocov2": {},
@@ -88,16 +88,6 @@ def interleaved_medians(steps: dict, rounds: int, warmup: int) -> dict[str, floa
             file=sys.stderr,
         )
     return {n: statistics.median(v) for n, v in times.items()}
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def setting_parser(

@@ -24,9 +24,10 @@ LAUNCH=(accelerate launch --num_processes 1 --num_machines 1 --mixed_precision n
 
 # Every number of a published card must come from code that can be checked out: a committed tree, both for the
 # evaluations (now) and for the training (its recorded commit).
-# (hub/ is output: a model re-published under its name rewrites its own tracked folder there)
-if [ -n "$(git status --porcelain --untracked-files=no -- . ':(exclude)hub')" ]; then
-  echo "error: the working tree has uncommitted changes — commit them first: the evaluations record the commit" >&2
+# The rule is the one the evaluations record by: xmoco_zoo.results.git_commit() (hub/ is output and does not count).
+if ! python -c 'import sys; from xmoco_zoo.results import git_commit; c = git_commit(); sys.exit(not c or c.endswith("+dirty"))'; then
+  echo "error: the working tree has uncommitted changes (or is not a git checkout) — commit them first:" \
+    "the evaluations record the commit" >&2
   exit 2
 fi
 xmoco-zoo export "$RUN" "$OUT" --repo-id "$ORG/$NAME" --dtype "$DTYPE"

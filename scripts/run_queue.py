@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xmoco_zoo.pace import PACE_FILE, read_pace, speed_of
+from xmoco_zoo.results import cpu_name
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = [
@@ -101,15 +101,7 @@ def git_commit() -> str:
 
 def machine() -> str:
     """The CPU's model name and core count (records of runs made on different machines say so)."""
-    name = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} cores"
+    return f"{cpu_name()}, {os.cpu_count()} cores"
 
 
 def knn_curve(log: str) -> list[float]:

@@ -17,7 +17,7 @@ from xmoco_zoo.errors import InputNotFoundError
 from xmoco_zoo.experiment import load_config
 from xmoco_zoo.export import export_model
 from xmoco_zoo.plots import PlotError, plot_zoo
-from xmoco_zoo.results import EvalRecord
+from xmoco_zoo.results import EvalRecord, git_commit
 from xmoco_zoo.zoo import (
     BEGIN,
     CSV_COLUMNS,
@@ -376,6 +376,32 @@ def test_the_committed_index_is_what_the_generator_writes():
     assert readme_block(page, (SECTIONS_BEGIN, SECTIONS_END)) == model_sections(rows, page.parent), (
         "run `xmoco-zoo list --write`"
     )
+
+
+def test_the_recorded_commit_is_dirty_for_changed_code_but_not_for_a_republished_hub_folder(tmp_path):
+    """results.git_commit(): the commit evaluations and trainings record (and scripts/publish_fmnist.sh's clean-tree
+    check). A model re-published under its name rewrites its tracked hub/ folder, which leaves the code as
+    committed; any other tracked change is +dirty; outside a git checkout there is no commit."""
+    assert git_commit(tmp_path) is None
+
+    def git(*args):
+        env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t"}
+        env["GIT_COMMITTER_EMAIL"] = "t@t"
+        return subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True, env=env)
+
+    git("init", "-q")
+    (tmp_path / "hub" / "m").mkdir(parents=True)
+    (tmp_path / "hub" / "m" / "README.md").write_text("card\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("commit", "-q", "-m", "first")
+    sha = git("rev-parse", "HEAD").stdout.decode().strip()
+    assert git_commit(tmp_path) == sha
+    (tmp_path / "hub" / "m" / "README.md").write_text("card, re-published\n")
+    (tmp_path / "untracked.txt").write_text("a log\n")
+    assert git_commit(tmp_path) == sha
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == sha + "+dirty"
 
 
 # Published before scripts/publish_fmnist.sh refused uncommitted trees: their weights or results record a commit

@@ -46,20 +46,17 @@ class PaceError(UserError):
     """A machine-pace file that cannot be read."""
 
 
-def measurement(step_s: float, machine: str, date: str, steps: list[float] | None = None) -> dict[str, Any]:
+def measurement(step_s: float, machine: str, date: str) -> dict[str, Any]:
     """One measurement: this machine's median MoCo v2 step and its speed against the reference machine."""
     if not step_s > 0:
         raise PaceError(f"a measured step must take a positive time, got {step_s!r}")
-    m: dict[str, Any] = {
+    return {
         "date": date,
         "machine": machine,
         "median_step_s": round(step_s, 5),
         "reference_step_s": REFERENCE_STEP_S,
         "speed": round(REFERENCE_STEP_S / step_s, 4),
     }
-    if steps:
-        m["steps_s"] = [round(s, 5) for s in steps]
-    return m
 
 
 def summarize(measurements: list[dict[str, Any]]) -> dict[str, Any]:

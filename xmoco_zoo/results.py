@@ -160,10 +160,10 @@ def read_results(folder: str | Path) -> list[EvalRecord]:
     return sorted(found, key=lambda r: (r.protocol, r.dataset, r.split))
 
 
-def git_commit() -> str | None:
+def git_commit(root: str | Path | None = None) -> str | None:
     """The xmoco-zoo source commit (with ``+dirty`` when the tree has changes outside ``hub/``), or None outside a
-    git checkout."""
-    root = Path(__file__).resolve().parent.parent
+    git checkout. ``root``: the checkout to read, by default the one this package is imported from."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
     if not (root / ".git").exists():
         return None
     try:
@@ -193,23 +193,29 @@ def git_commit() -> str | None:
     return sha + ("+dirty" if dirty else "")
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows, e.g. ``AMD EPYC``."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                if ln.startswith("model name"):
+                    return ln.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine(device: str | None = None) -> str:
     """What trained or measured: the GPU's name (with the process count added by the caller) or the CPU's, its
     threads, and torch's version, e.g. ``AMD EPYC, 2 threads, torch 2.14.1``."""
-    import platform
-
     import torch
 
     if device is not None and str(device).startswith("cuda") and torch.cuda.is_available():
         what = torch.cuda.get_device_name(torch.device(device))
     else:
-        what = platform.processor() or platform.machine()
-        try:
-            with open("/proc/cpuinfo") as f:
-                what = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), what)
-        except OSError:
-            pass
-        what += f", {torch.get_num_threads()} threads"
+        what = f"{cpu_name()}, {torch.get_num_threads()} threads"
     return f"{what}, torch {torch.__version__.split('+')[0]}"
 
 
