@@ -13,6 +13,7 @@ describes: the zoo's queue (scripts/zoo_queue.py) does so before every start or 
 
     python benchmarks/machine_pace.py --threads 2
     python benchmarks/machine_pace.py --threads 2 --json runs/zoo/NAME/machine_pace.json   # appends
+    python benchmarks/machine_pace.py --threads 2 --json runs/zoo/NAME/machine_pace.json --fresh   # a new run
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--json", help="append the measurement to this pace file (a run folder's machine_pace.json)"
     )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="with --json: the training starts from scratch (no checkpoint); drop the file's earlier measurements, "
+        "which belong to starts cut before their first checkpoint",
+    )
     args = p.parse_args(argv)
     cost = ["--cells", CELL, "--threads", str(args.threads), "--rounds", str(args.rounds)]
     cost += ["--warmup", str(args.warmup), "--steps", str(args.steps)]
@@ -63,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"speed {m['speed']:.3f}"
     )
     if args.json:
-        pace = add_measurement(args.json, m)
+        pace = add_measurement(args.json, m, fresh=args.fresh)
         print(f"{args.json}: {len(pace['measurements'])} measurement(s), speed {pace['speed']:.3f}")
     return m
 

@@ -112,16 +112,11 @@ def knn_curve(log: str) -> list[float]:
     return [curve[e] for e in sorted(curve)]
 
 
-def pace_command(out_dir: Path) -> list[str]:
-    """benchmarks/machine_pace.py (about a minute), appending to the run folder's pace file."""
-    return [
-        sys.executable,
-        "benchmarks/machine_pace.py",
-        "--threads",
-        "2",
-        "--json",
-        str(out_dir / PACE_FILE),
-    ]
+def pace_command(out_dir: Path, resumed: bool) -> list[str]:
+    """benchmarks/machine_pace.py (about a minute), appending to the run folder's pace file; for a training that
+    starts from scratch (not ``resumed``), replacing the measurements of earlier starts that left no checkpoint."""
+    cmd = [sys.executable, "benchmarks/machine_pace.py", "--threads", "2", "--json", str(out_dir / PACE_FILE)]
+    return cmd + ([] if resumed else ["--fresh"])
 
 
 def reference_minutes(rec: dict) -> float | None:
@@ -142,7 +137,7 @@ def execute(run: Run, runs_dir: Path) -> dict:
     resumed = (out_dir / "checkpoints").is_dir() and any((out_dir / "checkpoints").glob("epoch_*"))
     if not (out_dir / "summary.json").is_file():
         # this machine's speed at every start (xmoco_zoo/pace.py): the record's minutes on the reference scale
-        sh(pace_command(out_dir), log)
+        sh(pace_command(out_dir, resumed), log)
         seconds = sh(pre + (["--resume"] if resumed else []), log)
     else:
         seconds = None

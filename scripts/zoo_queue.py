@@ -461,7 +461,7 @@ def run_model(model: ZooModel) -> Path:
     if not (out_dir / "summary.json").is_file():
         resumed = any((out_dir / "checkpoints").glob("epoch_*"))
         # this machine's speed, at every start: the card puts the minutes on the reference machine's scale
-        sh(pace_command(out_dir), log)
+        sh(pace_command(out_dir, resumed), log)
         sh(model.pretrain_command() + (["--resume"] if resumed else []), log)
     if not published(ROOT / "hub" / model.name):
         sh(model.publish_command(), log)

@@ -55,6 +55,17 @@ def test_a_pace_file_appends_one_measurement_per_start_and_keeps_their_median(tm
     assert pace["speed"] == 1.5 and read_pace(path.parent) == pace and not list(path.parent.glob("*.tmp"))
 
 
+def test_a_fresh_start_drops_the_measurements_of_starts_that_left_no_checkpoint(tmp_path):
+    path = tmp_path / "run" / PACE_FILE
+    add_measurement(
+        path, measurement(REFERENCE_STEP_S / 1.6, "busy", "d1")
+    )  # a start cut before any checkpoint
+    pace = add_measurement(path, measurement(REFERENCE_STEP_S / 2, "quiet", "d2"), fresh=True)
+    assert [m["machine"] for m in pace["measurements"]] == ["quiet"] and pace["speed"] == 2.0
+    pace = add_measurement(path, measurement(REFERENCE_STEP_S / 1.8, "resume", "d3"))
+    assert [m["machine"] for m in pace["measurements"]] == ["quiet", "resume"] and pace["speed"] == 1.9
+
+
 @pytest.mark.parametrize("bad", [{"speed": 0}, {"speed": "fast"}, {"speed": True}, [1.5], {}])
 def test_a_malformed_pace_is_an_error_naming_the_file_and_the_fix(tmp_path, bad):
     assert isinstance(PaceError("x"), UserError)
@@ -84,6 +95,8 @@ def test_the_benchmark_times_the_comparisons_mocov2_step_and_appends_it(tmp_path
     )
     machine_pace.main(args)
     assert len(read_pace(out)["measurements"]) == 2
+    machine_pace.main([*args, "--fresh"])
+    assert len(read_pace(out)["measurements"]) == 1, "--fresh: a training from scratch keeps only its own"
 
 
 def test_the_benchmark_restarts_without_the_queues_omp_wait_policy():
@@ -176,7 +189,7 @@ def test_a_queued_run_measures_the_pace_before_training_and_its_record_counts_re
         calls.append(cmd)
         out = tmp_path / "runs" / "r1"
         if "benchmarks/machine_pace.py" in cmd:
-            add_measurement(cmd[-1], measurement(REFERENCE_STEP_S / 2, "fast CPU", "d"))
+            add_measurement(cmd[cmd.index("--json") + 1], measurement(REFERENCE_STEP_S / 2, "fast CPU", "d"))
         else:
             (out / "summary.json").write_text(json.dumps({"epochs_done": 4, "steps": 40, "knn_top1": 80.0,
                                                           "knn_init": 70.0, "train_minutes": 10.0}))  # fmt: skip
@@ -186,9 +199,11 @@ def test_a_queued_run_measures_the_pace_before_training_and_its_record_counts_re
     monkeypatch.setattr(run_queue, "sh", fake_sh)
     (tmp_path / "runs" / "r1").mkdir(parents=True)
     rec = run_queue.execute(queued, tmp_path / "runs")
-    assert calls[0][1] == "benchmarks/machine_pace.py" and calls[0][-1] == str(
-        tmp_path / "runs/r1" / PACE_FILE
-    )
+    assert calls[0][1] == "benchmarks/machine_pace.py" and calls[0][-2:] == [
+        str(tmp_path / "runs/r1" / PACE_FILE),
+        "--fresh",
+    ], "a run without a checkpoint starts from scratch: only its own measurement describes it"
+    assert "--fresh" not in run_queue.pace_command(tmp_path / "runs/r1", resumed=True)
     assert "recipes/pretrain.py" in calls[1] and rec["machine_pace"]["speed"] == 2.0
     assert run_queue.reference_minutes(rec) == 20.0 and recipe_search.per_epoch(rec) == 5.0
     assert recipe_search.minutes_text(rec) == "10.0 (x2.00: 20.0)"

@@ -115,6 +115,7 @@ def test_run_trains_resumes_publishes_and_skips_what_is_published(checkout, tmp_
     pace, pretrain, publish = calls
     # the machine's speed is measured before the training starts (or resumes), into the run folder
     assert pace[1] == "benchmarks/machine_pace.py" and pace[-1].endswith("runs/zoo/cut/machine_pace.json")
+    assert "--fresh" not in pace, "a resumed run keeps the measurements of its earlier starts"
     assert pretrain[-1] == "--resume" and "train.epochs=9" in pretrain
     assert "train.output_dir=runs/zoo/cut" in pretrain
     assert publish == ["bash", "scripts/publish_fmnist.sh", "runs/zoo/cut", "cut"]

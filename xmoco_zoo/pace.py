@@ -14,7 +14,8 @@ machine (:data:`REFERENCE_STEP_S`)::
     reference minutes = measured minutes x speed        (about what the run would have taken there)
 
 A run folder's ``machine_pace.json`` holds one measurement per start of its training (a run cut and resumed on
-another machine has one for each); ``xmoco-zoo export`` copies it into ``config.json``
+another machine has one for each; a start from scratch drops the measurements of earlier starts cut before their
+first checkpoint, ``--fresh``); ``xmoco-zoo export`` copies it into ``config.json``
 (``xmoco_zoo.training.machine_pace``), and the zoo's index, plot and time-to-accuracy comparison put minutes on
 the reference machine's scale with its ``speed``, the median of the measurements. A reference curve (another
 library's, :func:`xmoco_zoo.zoo.read_reference_curve`) carries the same ``machine_pace`` object.
@@ -98,10 +99,12 @@ def read_pace(path: str | Path) -> dict[str, Any] | None:
     return pace
 
 
-def add_measurement(path: str | Path, m: dict[str, Any]) -> dict[str, Any]:
-    """Append one measurement to a pace file (created if missing), atomically; the updated pace."""
+def add_measurement(path: str | Path, m: dict[str, Any], fresh: bool = False) -> dict[str, Any]:
+    """Append one measurement to a pace file (created if missing), atomically; the updated pace. ``fresh``: the
+    training it precedes starts from scratch, so earlier measurements (of starts cut before their first
+    checkpoint) describe none of it and are dropped."""
     path = Path(path)
-    old = read_pace(path)
+    old = None if fresh else read_pace(path)
     pace = summarize([*(old["measurements"] if old else []), m])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

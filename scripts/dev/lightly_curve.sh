@@ -21,7 +21,8 @@ fi
 mkdir -p runs/lightly_curve
 # this machine's speed at every start (xmoco_zoo/pace.py): the curve's minutes go on the reference machine's scale
 PACE=runs/lightly_curve/machine_pace.json
-python benchmarks/machine_pace.py --threads 2 --json "$PACE"
+# (the curve does not resume: each start trains from scratch, so it keeps only its own measurement)
+python benchmarks/machine_pace.py --threads 2 --json "$PACE" --fresh
 "$VENV/bin/python" benchmarks/vs_lightly.py --mode curve --recipe lightly_cifar10 --backbone resnet18 \
   --image-size 32 --epochs 10 --threads 2 --out "runs/lightly_curve/$NAME"
 mkdir -p "$(dirname "$DONE")"
