@@ -3,6 +3,7 @@
 
     python scripts/zoo_queue.py list                 # every model, and which are published
     python scripts/zoo_queue.py run [--only REGEX]   # train and publish what is not published yet, in order
+    python scripts/zoo_queue.py run --train-only     # train (or resume) them, publish nothing (the tree stays put)
     python scripts/zoo_queue.py published NAME       # exit 0 when hub/NAME is complete (queue.sh's commit loop)
     python scripts/zoo_queue.py retire               # remove and commit the models a newer one of their family dominates
 
@@ -454,8 +455,8 @@ def retire(hub: Path) -> list[tuple[str, str, str]]:
     return done
 
 
-def run_model(model: ZooModel) -> Path:
-    """Train (resuming a cut run), publish and deliver ``model``."""
+def run_model(model: ZooModel, train_only: bool = False) -> Path | None:
+    """Train (resuming a cut run), publish and deliver ``model``; with ``train_only``, only train it (None)."""
     out_dir = RUNS_DIR / model.name
     log = RUNS_DIR / f"{model.name}.log"
     if not (out_dir / "summary.json").is_file():
@@ -463,6 +464,8 @@ def run_model(model: ZooModel) -> Path:
         # this machine's speed, at every start: the card puts the minutes on the reference machine's scale
         sh(pace_command(out_dir, resumed), log)
         sh(model.pretrain_command() + (["--resume"] if resumed else []), log)
+    if train_only:
+        return None
     if not published(ROOT / "hub" / model.name):
         sh(model.publish_command(), log)
     return deliver(model)
@@ -473,6 +476,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("command", choices=["list", "run", "published", "retire"])
     ap.add_argument("name", nargs="?", help="published: the model folder's name")
     ap.add_argument("--only", default=None, help="a regular expression on model names")
+    ap.add_argument(
+        "--train-only",
+        action="store_true",
+        help="run: train (or resume) the models but publish none, leaving the tree as it is (e.g. at the end of a "
+        "session whose commit has been checked); a later `run` publishes the trained ones",
+    )
     args = ap.parse_args(argv)
     if args.command == "published":
         if not args.name:
@@ -504,9 +513,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"[{time.strftime('%H:%M:%S')}] {m.name}: start", flush=True)
         try:
-            dst = run_model(m)
+            dst = run_model(m, train_only=args.train_only)
         except RunFailed as e:
             raise SystemExit(f"zoo_queue: {m.name}: {e}") from None
+        if dst is None:
+            print(
+                f"[{time.strftime('%H:%M:%S')}] {m.name}: trained, not published (--train-only)", flush=True
+            )
+            continue
         knn = json.loads(next((dst / "results").glob("knn_*.json")).read_text())["value"]
         print(f"[{time.strftime('%H:%M:%S')}] {m.name}: published, kNN {knn:.2f}", flush=True)
     return 0

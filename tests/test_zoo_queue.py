@@ -111,6 +111,15 @@ def test_run_trains_resumes_publishes_and_skips_what_is_published(checkout, tmp_
         return 1.0
 
     monkeypatch.setattr(zoo_queue, "sh", fake_sh)
+    # --train-only (the end of a session whose tree has been checked): the training, no publishing
+    assert zoo_queue.main(["run", "--train-only"]) == 0
+    assert (
+        len(calls) == 2 and calls[0][1] == "benchmarks/machine_pace.py" and "recipes/pretrain.py" in calls[1]
+    )
+    assert not (checkout / "hub" / cut.name).exists() and not zoo_queue.published(out / cut.name)
+    assert "cut: trained, not published (--train-only)" in capsys.readouterr().out
+    (zoo_queue.RUNS_DIR / cut.name / "summary.json").unlink()
+    calls.clear()
     assert zoo_queue.main(["run"]) == 0
     pace, pretrain, publish = calls
     # the machine's speed is measured before the training starts (or resumes), into the run folder
