@@ -25,6 +25,8 @@ LAUNCH=(accelerate launch --num_processes 1 --num_machines 1 --mixed_precision n
 # Every number of a published card must come from code that can be checked out: a committed tree, both for the
 # evaluations (now) and for the training (its recorded commit).
 # The rule is the one the evaluations record by: xmoco_zoo.results.git_commit() (hub/ is output and does not count).
+# It checks the checkout xmoco_zoo is imported from (the code the evaluations run and record), which is this one
+# after `pip install -e .` here, another if the package is installed from elsewhere.
 if ! python -c 'import sys; from xmoco_zoo.results import git_commit; c = git_commit(); sys.exit(not c or c.endswith("+dirty"))'; then
   echo "error: the working tree has uncommitted changes (or is not a git checkout) — commit them first:" \
     "the evaluations record the commit" >&2

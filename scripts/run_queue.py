@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xmoco_zoo.pace import PACE_FILE, read_pace, speed_of
-from xmoco_zoo.results import cpu_name
+from xmoco_zoo.results import cpu_name, git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = [
@@ -93,12 +93,6 @@ def sh(cmd: list[str], log: Path) -> float:
     return time.time() - t0
 
 
-def git_commit() -> str:
-    return subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-
-
 def machine() -> str:
     """The CPU's model name and core count (records of runs made on different machines say so)."""
     return f"{cpu_name()}, {os.cpu_count()} cores"
@@ -157,7 +151,7 @@ def execute(run: Run, runs_dir: Path) -> dict:
         "train_minutes": summary.get("train_minutes"),  # the epochs alone (no start-up, kNN or checkpoints)
         "resumed": resumed,
         "pretrain_command": " ".join(pre),
-        "commit": git_commit(),
+        "commit": git_commit(ROOT),
         "machine": machine(),
         "knn_curve": knn_curve(log.read_text()),
     }
@@ -215,7 +209,7 @@ def cmd_run(
                 "seed": r.seed,
                 "diverged": line.strip(),
                 "pretrain_command": " ".join(r.pretrain_command(runs_dir / r.id)),
-                "commit": git_commit(),
+                "commit": git_commit(ROOT),
             }
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_suffix(".tmp")
