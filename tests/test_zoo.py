@@ -347,6 +347,34 @@ def test_our_time_to_accuracy_curve_and_the_comparison_point_by_point(hub):
     assert compare_with_reference(rows[1:2], early)[-1].endswith("no")
 
 
+def test_label_apart_keeps_labels_of_close_points_apart_and_inside_the_axes():
+    """The time-to-accuracy plot's labels: models of about the same minutes and accuracy (the zoo's ResNets all
+    sit near 86 % at ~45 minutes) get labels one line apart, and a point at the right edge is labelled to its
+    left, inside the axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from xmoco_zoo.plots import label_apart
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    pts = [(10.0, 86.0, "model-a"), (10.2, 86.01, "model-b"), (10.1, 85.99, "model-c"), (1.0, 80.0, "far")]
+    pts.append((20.0, 70.0, "a-model-at-the-right-edge"))
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o")
+    offsets = label_apart(ax, pts, fontsize=6)
+    assert offsets[3] == 0.0 and offsets[4] == 0.0  # alone: not moved
+    close = sorted(offsets[:3])
+    assert close[2] == 0.0 and close[2] - close[1] >= 7.5 and close[1] - close[0] >= 7.5  # a line: 1.3 x 6 pt
+    assert offsets[1] == 0.0 and offsets[2] == close[0]  # the highest keeps its place, the lowest goes lowest
+    fig.canvas.draw()
+    for text in ax.texts:
+        assert text.get_window_extent().x1 <= ax.bbox.x1 + 1, text.get_text()
+    sides = {t.get_text(): t.get_ha() for t in ax.texts}
+    assert sides["far"] == "left" and sides["a-model-at-the-right-edge"] == "right"
+    plt.close(fig)
+
+
 def test_plot_zoo_refuses_when_nothing_has_minutes(hub, tmp_path):
     only_old = tmp_path / "hub"
     only_old.mkdir()

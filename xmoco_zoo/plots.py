@@ -211,26 +211,33 @@ def plot_zoo(
         )
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), squeeze=False)
+    # a colour per family, a marker per backbone: a line joins the models of one family on one backbone only
     families = sorted({r.family for r in timed})
+    backbones = sorted({r.backbone for r in timed})
+    markers = dict(zip(backbones, "o^sDvP*X" * (1 + len(backbones) // 8)))
+    labels: list[list[tuple[float, float, str]]] = []
     for ax, (protocol, title) in zip(axes.flat, (("knn", "weighted kNN"), ("linear", "linear probe"))):
+        named: list[tuple[float, float, str]] = []
         for i, family in enumerate(families):
-            pts = sorted(
-                (r.train_minutes, r.top1[protocol], r.model)
-                for r in timed
-                if r.family == family and protocol in r.top1
-            )
-            if not pts:
-                continue
-            x, y, _ = zip(*pts)
-            ax.plot(x, y, marker="o", ms=5, lw=1.2, color=f"C{i}", label=family)
-            # each model's kNN monitor during its training, thin, in its family's colour
-            if protocol == "knn":
-                for r in timed:
-                    if r.family == family and r.knn_curve:
-                        cx, cy = zip(*r.knn_curve)
-                        ax.plot(cx, cy, lw=0.8, alpha=0.5, color=f"C{i}", marker=".", ms=3)
-            for xi, yi, name in pts:
-                ax.annotate(name, (xi, yi), xytext=(4, 4), textcoords="offset points", fontsize=6)
+            for backbone in backbones:
+                pts = sorted(
+                    (r.train_minutes, r.top1[protocol], r.model)
+                    for r in timed
+                    if r.family == family and r.backbone == backbone and protocol in r.top1
+                )
+                if not pts:
+                    continue
+                x, y, _ = zip(*pts)
+                label = family if len(backbones) == 1 else f"{family}, {backbone}"
+                ax.plot(x, y, marker=markers[backbone], ms=5, lw=1.2, color=f"C{i}", label=label)
+                # each model's kNN monitor during its training, thin, in its family's colour
+                if protocol == "knn":
+                    for r in timed:
+                        if r.family == family and r.backbone == backbone and r.knn_curve:
+                            cx, cy = zip(*r.knn_curve)
+                            ax.plot(cx, cy, lw=0.8, alpha=0.5, color=f"C{i}", marker=".", ms=3)
+                named += pts
+        labels.append(named)
         if curve is not None:
             ref = [(p["minutes"], p[protocol]) for p in curve.points if p.get(protocol) is not None]
             if ref:
@@ -245,7 +252,7 @@ def plot_zoo(
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6, loc="lower right")
+            ax.legend(fontsize=6, loc="best")
     evals = sorted({r.eval for r in timed if r.eval})
     machines = sorted(
         {r.machine for r in timed if r.machine} | ({curve.machine} if curve and curve.machine else set())
@@ -260,8 +267,44 @@ def plot_zoo(
     if notes:
         fig.text(0.01, 0.01, "not drawn: " + ", ".join(notes), fontsize=6)
     fig.tight_layout(rect=(0, 0.04 if notes else 0, 1, 1))
+    for ax, named in zip(axes.flat, labels):  # once the axes have their final size
+        label_apart(ax, named)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out, [r.model for r in timed], skipped
+
+
+def label_apart(ax, points: list[tuple[float, float, str]], fontsize: float = 6) -> list[float]:
+    """Write each point's name to its right (to its left where the axes end), moved down where it would overlap a label above it (and joined to its
+    point by a thin line when moved). Returns each label's vertical offset in points, in the order given."""
+    # the data limits brought up to date (autoscaling is lazy) before any transform
+    ax.get_xlim(), ax.get_ylim()
+    to_px = ax.figure.dpi / 72  # display pixels per typographic point
+    line = 1.3 * fontsize * to_px
+    placed: list[tuple[float, float, float]] = []  # each placed label's left, right and baseline, in pixels
+    offsets = [0.0] * len(points)
+    for k in sorted(range(len(points)), key=lambda k: -points[k][1]):  # from the top down
+        x, y, name = points[k]
+        px, py = ax.transData.transform((x, y))
+        width = 0.6 * fontsize * to_px * len(name)
+        side = 1 if px + 4 * to_px + width <= ax.bbox.x1 else -1  # to the left where the axes end
+        left, right = sorted((px + side * 4 * to_px, px + side * (4 * to_px + width)))
+        ly = py
+        for a, b, cy in sorted(placed, key=lambda t: -t[2]):  # labels above first
+            if a < right and left < b and cy - line < ly < cy + line:
+                ly = cy - line
+        placed.append((left, right, ly))
+        offsets[k] = (ly - py) / to_px
+        moved = offsets[k] < -0.5
+        ax.annotate(
+            name,
+            (x, y),
+            xytext=(side * 4, 4 + offsets[k]),
+            textcoords="offset points",
+            ha="left" if side > 0 else "right",
+            fontsize=fontsize,
+            arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"} if moved else None,
+        )
+    return offsets
