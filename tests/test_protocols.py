@@ -16,6 +16,7 @@ from huggingface_hub import ModelCard
 
 from xmoco_zoo.config import ConfigError
 from xmoco_zoo.export import save_timm_folder
+from xmoco_zoo.logging import read_metrics
 from xmoco_zoo.protocols.config import load_eval_config
 from xmoco_zoo.protocols.finetune import read_scratch_result
 from xmoco_zoo.protocols.linear_eval import (
@@ -321,6 +322,9 @@ def test_a_training_checkpoint_is_evaluated_as_its_export_and_the_result_lands_i
     run_pretrain(
         *TINY, "train.epochs=1", "knn.enabled=false", "train.export=false", f"train.output_dir={run}"
     )
+    stale = tmp_path / "knn" / "metrics.csv"  # an earlier evaluation's log: set aside, not appended to
+    stale.parent.mkdir()
+    stale.write_text("step,key,value\n0,eval/knn_top1,1.0\n")
     _recipe(
         "knn_eval.py",
         f"model.spec=checkpoint:{run}",
@@ -328,8 +332,11 @@ def test_a_training_checkpoint_is_evaluated_as_its_export_and_the_result_lands_i
         "knn.k=10",
         f"run.output_dir={tmp_path / 'knn'}",
     )
+    assert (tmp_path / "knn" / "metrics.previous.csv").read_text() == "step,key,value\n0,eval/knn_top1,1.0\n"
     [ckpt] = (run / "checkpoints").iterdir()
     r = _stored(ckpt, "knn")
+    [(step, top1)] = read_metrics(stale)["eval/knn_top1"]  # this run's value alone
+    assert step == 0 and top1 == pytest.approx(r.value)
     # An export of that checkpoint carries the result into its model card.
     run_cli("export", str(run), str(tmp_path / "export"))
     card = ModelCard.load(tmp_path / "export" / "README.md")
@@ -377,8 +384,6 @@ def test_results_schema_rejects_malformed_records():
 
 def test_plots_draw_every_logged_term_and_a_comparison_of_stored_results(model_dir, tmp_path):
     from PIL import Image
-
-    from xmoco_zoo.logging import read_metrics
 
     run = tmp_path / "run"
     run_pretrain(*TINY, "method.name=co2", "train.epochs=1", "knn.at_start=true", f"train.output_dir={run}")

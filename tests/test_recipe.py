@@ -100,6 +100,34 @@ def test_resume_after_epoch_one_matches_an_uninterrupted_run_bitwise(tmp_path, t
     assert sa["steps"] == sb["steps"] and sa["knn_top1"] == sb["knn_top1"]
 
 
+def test_metrics_csv_has_one_value_per_step_after_a_resume_and_a_fresh_start_sets_the_old_file_aside(
+    tmp_path, tiny_args
+):
+    """metrics.csv is appended to: a resumed run first drops the rows an attempt logged after the checkpoint it
+    resumes from (a kill -9 leaves them; the run logs those steps again), and a start from scratch into the same
+    folder moves an earlier attempt's file to metrics.previous.csv instead of appending to it. Either way every
+    series has one value per step, as the training-curves plot and the card's curve need."""
+    out = tmp_path / "run"
+    common = [*tiny_args, f"train.output_dir={out}", "knn.enabled=false"]
+    run_pretrain(*common, "train.stop_after_epoch=1")
+    metrics = out / "metrics.csv"
+    first = read_metrics(metrics)["train/loss"]
+    assert [s for s, _ in first] == [2, 4, 6, 8]  # 8 steps an epoch, logged every 2
+    with metrics.open("a") as f:  # what an attempt killed after the epoch-1 checkpoint had logged
+        f.write("10,train/loss,99.0\n12,train/loss,99.0\n")
+    proc = run_pretrain(*common, "--resume")
+    assert "dropped 2 rows logged after step 8" in proc.stdout + proc.stderr
+    loss = read_metrics(metrics)["train/loss"]
+    assert [s for s, _ in loss] == [2, 4, 6, 8, 10, 12, 14, 16] and 99.0 not in [v for _, v in loss]
+    assert loss[:4] == first
+
+    before = metrics.read_text()
+    proc = run_pretrain(*common)  # from scratch again, into the same folder
+    assert "moved to metrics.previous.csv" in proc.stdout + proc.stderr
+    assert (out / "metrics.previous.csv").read_text() == before
+    assert [s for s, _ in read_metrics(metrics)["train/loss"]] == [2, 4, 6, 8, 10, 12, 14, 16]
+
+
 def test_resume_refuses_a_checkpoint_of_another_backbone(tmp_path, tiny_args):
     out = tmp_path / "run"
     run_pretrain(*tiny_args, f"train.output_dir={out}", "train.epochs=1", "knn.enabled=false")

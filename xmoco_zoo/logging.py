@@ -43,6 +43,34 @@ class CSVTracker(GeneralTracker):
                 w.writerow([step, k, float(v)])
 
 
+def restart_metrics(path: str | Path, resumed_step: int | None) -> str | None:
+    """Make ``metrics.csv`` hold what the run that starts now continues, before it logs (main process only).
+
+    ``resumed_step``: the step of the checkpoint a resumed run loaded. Rows logged after it (by the attempt that
+    was stopped or killed before its next checkpoint) are dropped: the resumed run logs those steps again, and a
+    series with two values per step draws as a zigzag. ``None``: a start from scratch; an earlier attempt's file
+    in the same folder is moved aside to ``metrics.previous.csv`` (replacing an older one), not appended to.
+    The rewrite is atomic. Returns what was done, for the log, or None when nothing had to be."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    if resumed_step is None:
+        aside = path.with_name("metrics.previous.csv")
+        path.replace(aside)
+        return f"{path}: an earlier start's metrics moved to {aside.name} (this run starts from scratch)"
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[:1], rows[1:]
+    kept = [r for r in body if r and int(r[0]) <= resumed_step]
+    if len(kept) == len(body):
+        return None
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        csv.writer(f).writerows(header + kept)
+    tmp.replace(path)
+    return f"{path}: dropped {len(body) - len(kept)} rows logged after step {resumed_step} (they are logged again)"
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested config → flat ``a.b`` keys with scalar values (lists and dicts as strings), for trackers."""
     out: dict[str, Any] = {}

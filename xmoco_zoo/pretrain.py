@@ -55,7 +55,7 @@ from .export import export_model
 from .hf_data import open_train_stream
 from .knn import extract_features, knn_accuracy
 from .lifecycle import NonFiniteLossError, StopOnSigterm, TrainingInterrupted, any_process, ignore_sigterm
-from .logging import CSVTracker, flatten
+from .logging import CSVTracker, flatten, restart_metrics
 from .methods import create_method_from_config
 from .optim import create_optimizer, set_lr
 from .results import EvalRecord, current_command, git_commit, machine, read_results
@@ -130,6 +130,7 @@ class Run:
     after_step: Sequence[StepHook] = ()
     results: list[EvalRecord] = field(default_factory=list)  # kNN records, saved with checkpoints and export
     resume_rng: torch.Tensor | None = None  # mid-epoch resume: the RNG state to restore at the first batch
+    resumed_step: int | None = None  # the loaded checkpoint's step, as it was written (None: a fresh start)
     command: str = field(default_factory=current_command)
     commit: str | None = field(default_factory=git_commit)
 
@@ -462,6 +463,7 @@ def resume(run: Run, which: str) -> None:
     ckpt.verify_plain_data(path)
     accelerator.load_state(str(path))
     processes, total_batch, steps_per_epoch = accelerator.num_processes, run.total_batch, run.steps_per_epoch
+    run.resumed_step = state.step  # before a change of total batch moves it
     if state.epoch_step:
         if (
             state.total_batch != total_batch
@@ -502,6 +504,10 @@ def start(run: Run) -> None:
     if accelerator.is_main_process:
         run.out_dir.mkdir(parents=True, exist_ok=True)
         (run.out_dir / "config.yaml").write_text(to_yaml(cfg))
+        # a resumed run continues the file from its checkpoint's step; a fresh one starts its own
+        done = restart_metrics(run.out_dir / "metrics.csv", run.resumed_step)
+        if done:
+            accelerator.print(done)
     accelerator.init_trackers("pretrain", config=flatten(to_dict(cfg)))
     accelerator.print(
         f"{cfg.method.name} on {cfg.model.backbone}: {len(run.dataset)} images, {accelerator.num_processes} process(es) x "

@@ -306,16 +306,20 @@ def save_record(record: EvalRecord, loaded: LoadedModel, run: Any, print_fn=prin
 
 
 def make_accelerator(run: Any, project: str):
-    """``Accelerator(cpu=not cuda)`` logging to ``run.output_dir/metrics.csv`` (plus any configured trackers)."""
+    """``Accelerator(cpu=not cuda)`` logging to ``run.output_dir/metrics.csv`` (plus any configured trackers); an
+    earlier run's file there is moved aside to ``metrics.previous.csv`` (an evaluation does not resume)."""
     from accelerate import Accelerator
 
-    from ..logging import CSVTracker
+    from ..logging import CSVTracker, restart_metrics
 
-    return Accelerator(
+    accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
         log_with=[t for t in run.trackers if t != "csv"] + [CSVTracker(project, run.output_dir)],
         project_dir=str(run.output_dir),
     )
+    if accelerator.is_main_process and (done := restart_metrics(Path(run.output_dir) / "metrics.csv", None)):
+        accelerator.print(done)
+    return accelerator
 
 
 class RawPixels(nn.Module):
