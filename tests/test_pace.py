@@ -18,7 +18,9 @@ from xmoco_zoo.pace import (
     PaceError,
     add_measurement,
     measurement,
+    own_run,
     read_pace,
+    set_own_run,
     speed_of,
 )
 from xmoco_zoo.zoo import (
@@ -126,6 +128,43 @@ def test_the_export_carries_the_run_folders_pace_into_config_json(run, tmp_path)
     card = (out / "README.md").read_text()
     minutes = training["train_minutes"]
     assert f"machine speed 1.80: about {minutes * 1.8:.0f} min on the reference machine" in card
+
+
+def test_a_runs_own_steps_against_a_reference_run_of_its_setting_replace_the_calibration(run, tmp_path):  # noqa: F811
+    """The ResNet step calibration does not carry to every network (the ViT of 2026-12-06 ran at the reference
+    machine's pace where the calibration read 2.15): where a run of the same setting was timed on the reference
+    machine, the run's own seconds per step against it are the speed the export and the card use."""
+    # the reference record: 585 steps in 14.72 minutes on the reference machine (no machine_pace), 1.5097 s a step
+    ref = {"train_minutes": 14.72, "steps": 585}
+    own = own_run(110.0, 4680, ref, "docs/results/recipe_search/runs/v.json", "CPU", "d")
+    assert own["reference_step_s"] == pytest.approx(1.5097, abs=1e-4)
+    assert own["step_s"] == pytest.approx(110.0 * 60 / 4680, abs=1e-4)
+    assert own["speed"] == pytest.approx(1.5097 / (110.0 * 60 / 4680), abs=1e-3)
+    # a reference record made on another machine counts its minutes on the reference machine's scale
+    faster = own_run(110.0, 4680, {**ref, "machine_pace": {"speed": 2.0}}, "r.json", "CPU", "d")
+    assert faster["speed"] == pytest.approx(2 * own["speed"], abs=1e-3)
+    for bad in ({"steps": 585}, {"train_minutes": 14.72, "steps": 0}):
+        with pytest.raises(PaceError, match="train_minutes, steps"):
+            own_run(110.0, 4680, bad, "r.json", "CPU", "d")
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    add_measurement(copy / PACE_FILE, measurement(REFERENCE_STEP_S / 2.15, "CPU", "d"))
+    pace = set_own_run(copy / PACE_FILE, own)
+    assert pace["speed"] == own["speed"] and pace["calibration_speed"] == 2.15
+    assert len(pace["measurements"]) == 1 and read_pace(copy) == pace
+    # a resumed start adds a calibration and keeps the own pace; a start from scratch drops both
+    again = add_measurement(copy / PACE_FILE, measurement(REFERENCE_STEP_S / 2.0, "CPU", "d"))
+    assert again["speed"] == own["speed"] and again["calibration_speed"] == pytest.approx(2.075)
+    out = export_checkpoint(copy, tmp_path / "paced")
+    training = json.loads((out / "config.json").read_text())["xmoco_zoo"]["training"]
+    assert training["machine_pace"]["own_run"] == own
+    card = (out / "README.md").read_text()
+    minutes = training["train_minutes"]
+    assert f"speed {own['speed']:.2f} against the reference machine, from its own steps" in card
+    assert f"about {minutes * own['speed']:.0f} min on the reference machine" in card
+    fresh = add_measurement(copy / PACE_FILE, measurement(REFERENCE_STEP_S / 2.0, "CPU", "d"), fresh=True)
+    assert "own_run" not in fresh and fresh["speed"] == 2.0
 
 
 def _paced(folder: Path, speed: float) -> None:

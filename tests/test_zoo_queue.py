@@ -134,6 +134,31 @@ def test_run_trains_resumes_publishes_and_skips_what_is_published(checkout, tmp_
     assert zoo_queue.main(["run"]) == 0 and calls == [], "everything is published: nothing runs"
 
 
+def test_a_model_with_a_reference_run_gets_its_own_pace_before_publishing(checkout, monkeypatch):
+    """The ViT's speed comes from its own steps against its probe's record (timed on the reference machine), put
+    into the run's pace file after training, where the export and the card read it."""
+    ref = checkout / "docs" / "results" / "recipe_search" / "runs" / "v.json"
+    ref.parent.mkdir(parents=True)
+    ref.write_text(json.dumps({"train_minutes": 15.0, "steps": 600}))  # 1.5 s a step
+    vit = zoo_queue.ZooModel(
+        "vit-x",
+        "mocov3",
+        "recipes/configs/mocov3_vit_fmnist.yaml",
+        reference_run=str(ref.relative_to(checkout)),
+    )
+    out_dir = zoo_queue.RUNS_DIR / vit.name
+    out_dir.mkdir(parents=True)
+    (out_dir / "summary.json").write_text(json.dumps({"train_minutes": 100.0, "steps": 5000}))  # 1.2 s a step
+    calls = []
+    monkeypatch.setattr(zoo_queue, "sh", lambda cmd, log: calls.append(cmd))
+    assert zoo_queue.run_model(vit, train_only=True) is None and calls == [], "trained already: nothing runs"
+    pace = json.loads((out_dir / "machine_pace.json").read_text())
+    assert (
+        pace["speed"] == 1.25 and pace["own_run"]["reference_run"] == "docs/results/recipe_search/runs/v.json"
+    )
+    assert pace["calibration_speed"] is None and pace["measurements"] == []
+
+
 def _fake_recipe_search(
     transfer: dict[str, float] | None = None, knn: dict[str, float] | None = None
 ) -> None:
@@ -210,6 +235,9 @@ def test_the_zoo_is_derived_from_the_recipe_search_and_the_comparison(tmp_path, 
     vit = models["mocov3-vit-tiny-d6-p7-fmnist"]
     assert vit.config == recipe_search.VIT_CONFIG and "train.base_lr=0.0015" in vit.overrides
     assert f"train.epochs={int(120 / (2.5 * 60 / 50))}" in vit.overrides
+    # its speed: its own steps against the chosen probe's record, which ran on the reference machine
+    assert vit.reference_run and vit.reference_run.endswith("runs/v3-vit-lr_0.0015.json")
+    assert all(m.reference_run is None for m in models.values() if m is not vit)
 
 
 def test_a_family_the_recipe_did_not_suit_trains_at_its_comparison_setting_on_the_architecture(

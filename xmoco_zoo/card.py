@@ -159,8 +159,15 @@ def _training_text(meta: dict[str, Any]) -> str:
     text = f"{epochs} epoch{'' if epochs == 1 else 's'}{steps} of batch {t.get('batch_size', '?')} ({procs} process{'es' if procs != 1 else ''})"
     if t.get("train_minutes") is not None:
         text += f", {t['train_minutes']:.0f} min" + (f" on {t['machine']}" if t.get("machine") else "")
-        speed = (t.get("machine_pace") or {}).get("speed")
-        if speed:
+        pace = t.get("machine_pace") or {}
+        speed = pace.get("speed")
+        # own_run: the run's own steps against the same setting's on the reference machine (xmoco_zoo/pace.py)
+        if speed and pace.get("own_run"):
+            text += (
+                f" (speed {speed:.2f} against the reference machine, from its own steps against the same setting's "
+                f"there: about {t['train_minutes'] * speed:.0f} min on the reference machine)"
+            )
+        elif speed:
             text += f" (machine speed {speed:.2f}: about {t['train_minutes'] * speed:.0f} min on the reference machine)"
     return text
 

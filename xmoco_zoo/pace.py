@@ -21,7 +21,12 @@ the reference machine's scale with its ``speed``, the median of the measurements
 library's, :func:`xmoco_zoo.zoo.read_reference_curve`) carries the same ``machine_pace`` object.
 
 One step of one model is a calibration, not a law: a machine can be faster on one network than on another. The
-pace file keeps each median step and its machine, so that the scale can be checked against a run's own pace.
+pace file keeps each median step and its machine, so that the scale can be checked against a run's own pace. And
+where a run of the same setting was made on the reference machine (a queue record with its epochs' minutes and
+steps), the run's own pace replaces the calibration: ``own_run`` in the pace object, the run's seconds per
+training step against that record's, whose ``speed`` is then the pace's. It matters: the MoCo v3 ViT of
+2026-12-06 ran its steps at the reference machine's pace (1.42 s against 1.51) on a machine whose ResNet
+calibration read 2.15.
 """
 
 from __future__ import annotations
@@ -60,15 +65,65 @@ def measurement(step_s: float, machine: str, date: str) -> dict[str, Any]:
     }
 
 
-def summarize(measurements: list[dict[str, Any]]) -> dict[str, Any]:
-    """The pace object stored in a run folder and in ``config.json``: the measurements and their median speed."""
-    if not measurements:
-        raise PaceError("a machine pace needs at least one measurement")
+def own_run(
+    minutes: float, steps: int, reference: dict[str, Any], reference_path: str, machine: str, date: str
+) -> dict[str, Any]:
+    """A run's own pace: its seconds per training step (``minutes`` of training epochs over ``steps``) against a
+    run of the same setting timed the same way (``reference``: a queue record with ``train_minutes`` and
+    ``steps``, made on the reference machine, or carrying its own machine's ``machine_pace``)."""
+    ref_minutes, ref_steps = reference.get("train_minutes"), reference.get("steps")
+    if not (ref_minutes and ref_steps and minutes > 0 and steps > 0):
+        raise PaceError(
+            f"{reference_path}: a reference run needs its epochs' minutes and steps (train_minutes, steps), and "
+            f"the run its own (got {minutes!r} minutes over {steps!r} steps)"
+        )
+    ref_speed = speed_of(reference.get("machine_pace"), f"{reference_path}: machine_pace") or 1.0
+    ref_step_s = ref_minutes * ref_speed * 60 / ref_steps  # on the reference machine
+    step_s = minutes * 60 / steps
     return {
-        "speed": round(statistics.median(float(m["speed"]) for m in measurements), 4),
+        "date": date,
+        "machine": machine,
+        "step_s": round(step_s, 4),
+        "reference_step_s": round(ref_step_s, 4),
+        "reference_run": reference_path,
+        "speed": round(ref_step_s / step_s, 4),
+    }
+
+
+def summarize(measurements: list[dict[str, Any]], own: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The pace object stored in a run folder and in ``config.json``: the calibration measurements and their median
+    speed, or, with ``own`` (:func:`own_run`), the run's own speed (the calibration's median kept beside it)."""
+    if not measurements and own is None:
+        raise PaceError("a machine pace needs at least one measurement")
+    calibrated = (
+        round(statistics.median(float(m["speed"]) for m in measurements), 4) if measurements else None
+    )
+    pace: dict[str, Any] = {
+        "speed": float(own["speed"]) if own is not None else calibrated,
         "reference": REFERENCE_MACHINE,
         "measurements": measurements,
     }
+    if own is not None:
+        pace["own_run"] = own
+        pace["calibration_speed"] = calibrated
+    return pace
+
+
+def _write(path: Path, pace: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(pace, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def set_own_run(path: str | Path, own: dict[str, Any]) -> dict[str, Any]:
+    """Put a run's own pace (:func:`own_run`) into its pace file (created if missing), atomically, keeping the
+    calibration measurements; the updated pace."""
+    path = Path(path)
+    old = read_pace(path)
+    pace = summarize(old["measurements"] if old else [], own)
+    _write(path, pace)
+    return pace
 
 
 def speed_of(pace: Any, where: str = "machine_pace") -> float | None:
@@ -105,9 +160,6 @@ def add_measurement(path: str | Path, m: dict[str, Any], fresh: bool = False) ->
     checkpoint) describe none of it and are dropped."""
     path = Path(path)
     old = None if fresh else read_pace(path)
-    pace = summarize([*(old["measurements"] if old else []), m])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(pace, indent=2) + "\n")
-    os.replace(tmp, path)
+    pace = summarize([*(old["measurements"] if old else []), m], old.get("own_run") if old else None)
+    _write(path, pace)
     return pace
