@@ -38,7 +38,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-from run_queue import Run, cmd_list, cmd_run, reference_minutes  # noqa: E402
+from run_queue import Run, cmd_list, cmd_run  # noqa: E402
+
+from xmoco_zoo.pace import reference_minutes  # noqa: E402
 
 OUT = Path(os.environ.get("XMOCO_RECIPE_OUT", ROOT / "docs" / "results" / "recipe_search"))
 RUNS_DIR = ROOT / "runs" / "recipe"
@@ -48,7 +50,7 @@ BUDGETS = (
     30,
     60,
     90,
-)  # minutes of training (the runs' train_minutes) on the reference machine (run_queue.reference_minutes)
+)  # minutes of training (the runs' train_minutes) on the reference machine (xmoco_zoo.pace.reference_minutes)
 MARGIN = 0.3  # a change joins the combination when it beats the base by more than this (held-out kNN points)
 
 # The base: MoCo v2's Fashion-MNIST config at T 0.05, the temperature the method comparison's held-out probes
@@ -197,7 +199,7 @@ def minutes_text(rec: dict) -> str:
 
 def per_epoch(rec: dict | None, run_id: str = "") -> float:
     """Training minutes per epoch of a stage-1 record (the epochs alone, ``train_minutes``), on the reference
-    machine's scale (run_queue.reference_minutes: a record made on a faster machine counts its minutes there)."""
+    machine's scale (xmoco_zoo.pace.reference_minutes: a record made on a faster machine counts its minutes there)."""
     if not rec or not rec.get("train_minutes"):
         raise SystemExit(
             f"recipe_search: the record of {run_id or 'a stage-1 run'} has no train_minutes, so the budgets' epochs "

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xmoco_zoo.pace import PACE_FILE, read_pace, speed_of
+from xmoco_zoo.pace import PACE_FILE, read_pace
 from xmoco_zoo.results import cpu_name, git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,16 +111,6 @@ def pace_command(out_dir: Path, resumed: bool) -> list[str]:
     starts from scratch (not ``resumed``), replacing the measurements of earlier starts that left no checkpoint."""
     cmd = [sys.executable, "benchmarks/machine_pace.py", "--threads", "2", "--json", str(out_dir / PACE_FILE)]
     return cmd + ([] if resumed else ["--fresh"])
-
-
-def reference_minutes(rec: dict) -> float | None:
-    """A record's training minutes on the reference machine's scale (xmoco_zoo/pace.py): ``train_minutes`` times
-    its machine's speed. A record without a ``machine_pace`` was made on the reference machine itself (every run
-    before 2026-12-06)."""
-    minutes = rec.get("train_minutes")
-    if minutes is None:
-        return None
-    return minutes * (speed_of(rec.get("machine_pace"), f"record {rec.get('id')}") or 1.0)
 
 
 def execute(run: Run, runs_dir: Path) -> dict:

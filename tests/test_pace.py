@@ -20,6 +20,7 @@ from xmoco_zoo.pace import (
     measurement,
     own_run,
     read_pace,
+    reference_minutes,
     set_own_run,
     speed_of,
 )
@@ -244,7 +245,7 @@ def test_a_queued_run_measures_the_pace_before_training_and_its_record_counts_re
     ], "a run without a checkpoint starts from scratch: only its own measurement describes it"
     assert "--fresh" not in run_queue.pace_command(tmp_path / "runs/r1", resumed=True)
     assert "recipes/pretrain.py" in calls[1] and rec["machine_pace"]["speed"] == 2.0
-    assert run_queue.reference_minutes(rec) == 20.0 and recipe_search.per_epoch(rec) == 5.0
+    assert reference_minutes(rec) == 20.0 and recipe_search.per_epoch(rec) == 5.0
     assert recipe_search.minutes_text(rec) == "10.0 (x2.00: 20.0)"
     old = {k: v for k, v in rec.items() if k != "machine_pace"}  # made on the reference machine itself
-    assert run_queue.reference_minutes(old) == 10.0 and recipe_search.minutes_text(old) == "10.0"
+    assert reference_minutes(old) == 10.0 and recipe_search.minutes_text(old) == "10.0"

@@ -77,8 +77,7 @@ def own_run(
             f"{reference_path}: a reference run needs its epochs' minutes and steps (train_minutes, steps), and "
             f"the run its own (got {minutes!r} minutes over {steps!r} steps)"
         )
-    ref_speed = speed_of(reference.get("machine_pace"), f"{reference_path}: machine_pace") or 1.0
-    ref_step_s = ref_minutes * ref_speed * 60 / ref_steps  # on the reference machine
+    ref_step_s = reference_minutes(reference, reference_path) * 60 / ref_steps  # on the reference machine
     step_s = minutes * 60 / steps
     return {
         "date": date,
@@ -124,6 +123,17 @@ def set_own_run(path: str | Path, own: dict[str, Any]) -> dict[str, Any]:
     pace = summarize(old["measurements"] if old else [], own)
     _write(path, pace)
     return pace
+
+
+def reference_minutes(rec: dict[str, Any], where: str | None = None) -> float | None:
+    """A queue record's training minutes on the reference machine's scale: ``train_minutes`` times its machine's
+    speed (None without ``train_minutes``). A record without a ``machine_pace`` was made on the reference machine
+    itself (every run before 2026-12-06)."""
+    minutes = rec.get("train_minutes")
+    if minutes is None:
+        return None
+    where = where or f"record {rec.get('id')}"
+    return minutes * (speed_of(rec.get("machine_pace"), f"{where}: machine_pace") or 1.0)
 
 
 def speed_of(pace: Any, where: str = "machine_pace") -> float | None:
