@@ -128,6 +128,21 @@ def _run_baselines(run_dir: Path) -> dict[str, float]:
     return {}
 
 
+def _baseline_lines(rows: Sequence[tuple[str, EvalRecord]]) -> dict[str, float]:
+    """The dashed lines of one bar chart: each baseline once. A baseline whose value differs between the models
+    (a from-scratch or random-init baseline of different architectures: a ViT's and a ResNet's) gets a line per
+    value, labelled with the models it belongs to."""
+    values: dict[str, dict[float, list[str]]] = {}
+    for name, r in rows:
+        for b, v in r.baselines.items():
+            values.setdefault(b, {}).setdefault(v, []).append(name)
+    lines: dict[str, float] = {}
+    for b, by_value in values.items():
+        for v, owners in by_value.items():
+            lines[b if len(by_value) == 1 else f"{b} ({', '.join(owners)})"] = v
+    return lines
+
+
 def plot_comparison(
     folders: Sequence[str | Path], out: str | Path, names: Sequence[str] | None = None
 ) -> tuple[Path, list[EvalRecord]]:
@@ -150,7 +165,7 @@ def plot_comparison(
     fig, axes = plt.subplots(
         1,
         len(keys),
-        figsize=(max(4.0, 1.1 * max(len(v) for v in table.values()) + 2) * len(keys), 3.6),
+        figsize=(max(4.0, 1.1 * max(len(v) for v in table.values()) + 2) * len(keys), 4.4),
         squeeze=False,
     )
     drawn: list[EvalRecord] = []
@@ -161,10 +176,7 @@ def plot_comparison(
             range(len(rows)), values, color=[colour[n] for n, _ in rows]
         )  # a model keeps its colour
         ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=7)
-        seen: dict[str, float] = {}
-        for _, r in rows:
-            for b, v in r.baselines.items():
-                seen.setdefault(b, v)
+        seen = _baseline_lines(rows)
         for i, (b, v) in enumerate(sorted(seen.items())):
             ax.axhline(
                 v, ls="--", lw=1, color="0.3" if i == 0 else f"C{len(rows) + i}", label=f"{b}: {v:.2f}"
@@ -175,8 +187,8 @@ def plot_comparison(
         protocol, dataset, split = key
         ax.set_title(f"{protocol} - {DATASET_NAMES.get(dataset, dataset)} {split}", fontsize=9)
         ax.set_ylabel(f"{rows[0][1].metric} ({rows[0][1].unit})", fontsize=8)
-        if seen:
-            ax.legend(fontsize=6, loc="lower right")
+        if seen:  # under the axes: bars fill the chart's lower part
+            ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
         ax.grid(axis="y", alpha=0.3)
         drawn += [r for _, r in rows]
     fig.tight_layout()
