@@ -312,3 +312,6 @@ def test_knn_curve_at_chosen_epochs_is_recorded_and_survives_a_resume(tmp_path, 
     summary = json.loads((out / "summary.json").read_text())
     assert curve[0][1] == pytest.approx(summary["knn_init"], abs=1e-3)
     assert curve[-1][1] == pytest.approx(summary["knn_top1"], abs=1e-3)
+    # the card's command trains the same model in an empty folder: the resumed start's --resume is not in it
+    assert "recipes/pretrain.py" in training["command"] and "--resume" not in training["command"]
+    assert "train.epochs=4" in training["command"]

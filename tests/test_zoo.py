@@ -375,6 +375,42 @@ def test_label_apart_keeps_labels_of_close_points_apart_and_inside_the_axes():
     plt.close(fig)
 
 
+def test_a_cards_training_command_drops_the_resume_flags():
+    """A run resumed before 2026-12-06 recorded `--resume` in its command; the card and the index print the command
+    that trains the model from scratch (the same run: resume is exact)."""
+    from xmoco_zoo.results import training_command
+
+    cmd = "accelerate launch --num_processes 1 recipes/pretrain.py --config c.yaml 'knn.epochs=[1,2]' train.seed=0"
+    assert training_command(cmd + " --resume") == cmd
+    assert (
+        training_command(cmd.replace("--config", "--resume-from runs/x/checkpoints/epoch_0003 --config"))
+        == cmd
+    )
+    assert training_command(cmd + " --resume-from=runs/x") == cmd
+    assert training_command(cmd) == cmd and training_command(None) is None
+    assert training_command("python x.py 'unclosed") == "python x.py 'unclosed"
+
+
+def test_the_comparison_chart_draws_each_architectures_own_baseline():
+    """`xmoco-zoo plot compare` over a ResNet and a ViT: their from-scratch baselines share a name but not a value,
+    so each gets its line, named after its model; a baseline all models share (raw pixels) is drawn once."""
+    from xmoco_zoo.plots import _baseline_lines
+
+    def rec(value, baselines):
+        return EvalRecord(metric="top1", value=value, protocol="finetune", dataset="d", split="test", command="c",
+                          commit="0" * 40, baselines=baselines)  # fmt: skip
+
+    scratch, raw = "same architecture from scratch", "raw pixels"
+    rows = [("ResNet A", rec(91.9, {scratch: 88.77, raw: 83.63})), ("ResNet B", rec(91.4, {scratch: 88.77})),
+            ("ViT", rec(88.7, {scratch: 80.27, raw: 83.63}))]  # fmt: skip
+    assert _baseline_lines(rows) == {
+        f"{scratch} (ResNet A, ResNet B)": 88.77,
+        f"{scratch} (ViT)": 80.27,
+        raw: 83.63,
+    }
+    assert _baseline_lines(rows[:2]) == {scratch: 88.77, raw: 83.63}
+
+
 def test_plot_zoo_refuses_when_nothing_has_minutes(hub, tmp_path):
     only_old = tmp_path / "hub"
     only_old.mkdir()

@@ -21,7 +21,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from . import methods  # noqa: F401  (registers every method's facts)
 from .folder import CARD, META_KEY, TRAINING_CONFIG, TRAINING_CURVES, CardError, read_folder_config
 from .registry import facts, list_methods
-from .results import DATASET_NAMES, HF_DATASET_IDS, EvalRecord, read_results
+from .results import DATASET_NAMES, HF_DATASET_IDS, EvalRecord, read_results, training_command
 
 
 def _templates() -> Path:
@@ -103,8 +103,8 @@ def _training_section(meta: dict[str, Any], folder: Path) -> str:
     t = meta.get("training") or {}
     commit = f" (commit `{t['commit'][:12]}`)" if t.get("commit") else ""
     lines = [f"Pretrained with xmoco-zoo{commit}:"]
-    if t.get("command"):
-        lines += ["", f"```bash\n{t['command']}\n```"]
+    if t.get("command"):  # a run resumed before 2026-12-06 recorded its --resume
+        lines += ["", f"```bash\n{training_command(t['command'])}\n```"]
     curve = t.get("knn_curve") or []
     if curve:
         lines += [

@@ -58,7 +58,7 @@ from .lifecycle import NonFiniteLossError, StopOnSigterm, TrainingInterrupted, a
 from .logging import CSVTracker, flatten, restart_metrics
 from .methods import create_method_from_config
 from .optim import create_optimizer, set_lr
-from .results import EvalRecord, current_command, git_commit, machine, read_results
+from .results import EvalRecord, current_command, git_commit, machine, read_results, training_command
 from .schedules import cosine_lr, momentum_at
 
 StepHook = Callable[[int, int], None]
@@ -131,7 +131,7 @@ class Run:
     results: list[EvalRecord] = field(default_factory=list)  # kNN records, saved with checkpoints and export
     resume_rng: torch.Tensor | None = None  # mid-epoch resume: the RNG state to restore at the first batch
     resumed_step: int | None = None  # the loaded checkpoint's step, as it was written (None: a fresh start)
-    command: str = field(default_factory=current_command)
+    command: str = field(default_factory=lambda: training_command(current_command()))  # without --resume
     commit: str | None = field(default_factory=git_commit)
 
     @property
@@ -788,7 +788,7 @@ def knn_record(cfg: Config, top1: float, init: float | None, epoch: int, loaders
         },
         dataset=cfg.data.dataset,
         split=split_name(cfg.data),
-        command=current_command(),
+        command=training_command(current_command()),
         baselines={"same architecture, random init (this run's initialisation)": round(init, 4)}
         if init is not None
         else {},

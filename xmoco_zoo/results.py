@@ -219,6 +219,29 @@ def machine(device: str | None = None) -> str:
     return f"{what}, torch {torch.__version__.split('+')[0]}"
 
 
+def training_command(command: str | None) -> str | None:
+    """A pretraining command as a user would type it to train the same model: without ``--resume`` or
+    ``--resume-from DIR`` (a resumed run trains exactly what an uninterrupted one does, and the flag fails in a
+    folder without a checkpoint)."""
+    if not command:
+        return command
+    try:
+        words = shlex.split(command)
+    except ValueError:  # not a shell command line: leave it as recorded
+        return command
+    kept, skip = [], False
+    for w in words:
+        if skip:
+            skip = False
+        elif w == "--resume" or w.startswith("--resume-from="):
+            continue
+        elif w == "--resume-from":
+            skip = True
+        else:
+            kept.append(w)
+    return shlex.join(kept) if len(kept) < len(words) else command
+
+
 def current_command() -> str:
     """The command line of this process, as a user would type it."""
     argv = list(sys.argv)

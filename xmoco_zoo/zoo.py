@@ -50,7 +50,7 @@ from typing import Any
 from .errors import InputNotFoundError, UserError
 from .folder import META_KEY, read_folder_config
 from .pace import speed_of
-from .results import DATASET_NAMES, EvalRecord, read_results
+from .results import DATASET_NAMES, EvalRecord, read_results, training_command
 
 CSV_NAME = "results.csv"
 BEGIN = "<!-- model table: begin -->"
@@ -178,7 +178,7 @@ def model_row(folder: str | Path) -> ZooRow:
         path=str(folder),
         baselines={p: dict(r.baselines) for p, r in chosen.items() if r.baselines},
         knn_curve=[[float(m), float(t)] for m, t in training.get("knn_curve") or []],
-        command=training.get("command"),
+        command=training_command(training.get("command")),
         speed=speed_of(
             training.get("machine_pace"), f"{folder}/config.json: xmoco_zoo.training.machine_pace"
         ),
@@ -583,11 +583,16 @@ def best_by_minutes(rows: list[ZooRow]) -> list[tuple[float, float, str]]:
     return out
 
 
-def compare_with_reference(rows: list[ZooRow], curve: ReferenceCurve) -> list[str]:
+def compare_with_reference(rows: list[ZooRow], curve: ReferenceCurve, measured: bool = False) -> list[str]:
     """At each of the reference's kNN points (m minutes, its top-1), ours: the best kNN any of our runs had
     reached within m minutes (:func:`best_by_minutes`). One line per point, and a last line: whether ours is
-    above at every point."""
-    rows, curve, scale = on_one_scale(rows, curve)
+    above at every point. The minutes are on one scale (:func:`on_one_scale`); ``measured``: as measured,
+    which compares runs of one machine (a speed calibration is one network's step and need not carry to
+    another network: docs/models.md, "Minutes and machines")."""
+    scale = MEASURED_SCALE
+    if not measured:
+        rows, scaled, scale = on_one_scale(rows, curve)
+        curve = scaled if scaled is not None else curve
     ours = best_by_minutes(rows)
     lines, above = [f"minutes: {scale}"], True
     for p in curve.points:
