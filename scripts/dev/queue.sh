@@ -142,6 +142,8 @@ PY
       for name in $(git status --porcelain --untracked-files=normal -- hub | awk '{print $2}' | cut -d/ -f2 | sort -u); do
         case "$name" in .tmp-*|results.csv|"") continue ;; esac
         python3 scripts/zoo_queue.py published "$name" || continue
+        # a publication writes new weights: a card re-rendered by hand (no new weights) is its author's to commit
+        [ -n "$(git status --porcelain --untracked-files=all -- "hub/$name/model.safetensors")" ] || continue
         xmoco-zoo list --write >/dev/null
         git add -A -- "hub/$name" hub/results.csv README.md docs/models.md
         git commit -q -m "Publish $name" -- "hub/$name" hub/results.csv README.md docs/models.md &&
