@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .errors import InputNotFoundError, MissingExtraError, UserError
 from .logging import read_metrics
@@ -256,15 +257,13 @@ def plot_zoo(
                 x, y = zip(*ref)
                 ax.plot(x, y, ls="--", marker="s", ms=4, lw=1.2, color="0.35", label=curve.label)
             else:
-                ax.plot([], [], ls="--", color="0.35", label=f"{curve.label}: no {title} points yet")
+                ax.plot([], [], ls="--", color="0.35", label=f"{curve.label}: no {title} points")
         ax.margins(x=0.15, y=0.1)  # room for the labels
         ax.set_title(title, fontsize=9)
         ax.set_xlabel(f"training minutes (the epochs' wall clock) {scale.split(' (')[0]}", fontsize=8)
         ax.set_ylabel("top-1 (%)", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6, loc="best")
     evals = sorted({r.eval for r in timed if r.eval})
     machines = sorted(
         {r.machine for r in timed if r.machine} | ({curve.machine} if curve and curve.machine else set())
@@ -274,11 +273,22 @@ def plot_zoo(
     if machines:
         title += "\n" + "; ".join(machines)
     fig.suptitle(title, fontsize=9)
+    # one legend for both panels, under them: inside the axes it covered the models' points
+    legend: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(text, handle)
+    rows_of_legend = -(-len(legend) // 3)
     notes = [f"{name} (no training minutes recorded)" for name in skipped]
     notes += [f"{name} (no kNN or linear result)" for name in unmeasured]
+    if legend:
+        fig.legend(list(legend.values()), list(legend), fontsize=6, loc="lower center", ncol=3, frameon=False,
+                   bbox_to_anchor=(0.5, 0.03 if notes else 0.0))  # fmt: skip
     if notes:
-        fig.text(0.01, 0.01, "not drawn: " + ", ".join(notes), fontsize=6)
-    fig.tight_layout(rect=(0, 0.04 if notes else 0, 1, 1))
+        fig.text(0.01, 0.005, "not drawn: " + ", ".join(notes), fontsize=6)
+    bottom = (0.035 * rows_of_legend + 0.02 if legend else 0) + (0.03 if notes else 0)
+    fig.set_size_inches(11, 4.4 / (1 - bottom))  # the panels keep their size
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     for ax, named in zip(axes.flat, labels):  # once the axes have their final size
         label_apart(ax, named)
     out = Path(out)

@@ -589,7 +589,7 @@ def compare_with_reference(rows: list[ZooRow], curve: ReferenceCurve, measured: 
     above at every point. The minutes are on one scale (:func:`on_one_scale`); ``measured``: as measured,
     which compares runs of one machine (a speed calibration is one network's step and need not carry to
     another network: docs/models.md, "Minutes and machines")."""
-    scale = MEASURED_SCALE
+    scale = "as measured (compare runs of one machine only)"
     if not measured:
         rows, scaled, scale = on_one_scale(rows, curve)
         curve = scaled if scaled is not None else curve
