@@ -534,6 +534,7 @@ class ReferenceCurve:
 
 
 REFERENCE_SCALE = "on the reference machine (measured minutes x machine speed, xmoco_zoo/pace.py)"
+AS_MEASURED = "as measured (compare runs of one machine only)"
 MEASURED_SCALE = (
     "as measured (a machine speed is not recorded for every run: compare runs of one machine only)"
 )
@@ -589,7 +590,7 @@ def compare_with_reference(rows: list[ZooRow], curve: ReferenceCurve, measured: 
     above at every point. The minutes are on one scale (:func:`on_one_scale`); ``measured``: as measured,
     which compares runs of one machine (a speed calibration is one network's step and need not carry to
     another network: docs/models.md, "Minutes and machines")."""
-    scale = "as measured (compare runs of one machine only)"
+    scale = AS_MEASURED
     if not measured:
         rows, scaled, scale = on_one_scale(rows, curve)
         curve = scaled if scaled is not None else curve
